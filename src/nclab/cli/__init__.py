@@ -1,0 +1,36 @@
+"""The `nclab` command line: a thin typer layer over nclab's functions.
+
+Each sub-module registers its own commands, so the command groups stay independent:
+  metrics  `nclab metrics`, `nclab demo`, `nclab bench`
+  ufm      `nclab ufm solve` (and the UFM part of the demo)
+  nets     `nclab train`, `nclab plot`, `nclab reproduce heads`
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="nclab",
+    help="Neural collapse: UFM solvers, landscape checks, exact NC metrics, ETF-head training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from nclab.cli import metrics as metrics_cli
+    from nclab.cli import nets as nets_cli
+    from nclab.cli import ufm as ufm_cli
+
+    metrics_cli.register(app)
+    ufm_cli.register(app)
+    nets_cli.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,270 @@
+"""Simplex equiangular tight frames, orthogonal frames and measures of distance to them.
+
+Conventions (REFERENCE.md section 1).  The reference writes the simplex ETF as a d x K matrix
+``M = sqrt(K/(K-1)) P (I_K - J/K)`` whose *columns* are the K unit vectors.  In nclab's Python API
+frames are stored like a classifier, *one vector per row*: every function here returns or takes a
+K x d matrix, i.e. ``M^T``.  Its Gram is ``M^T M = K/(K-1) (I - J/K)``: unit rows with pairwise
+inner product ``-1/(K-1)``.
+
+Example
+-------
+>>> import torch
+>>> from nclab.geometry import simplex_etf
+>>> M = simplex_etf(4, 5, seed=0)
+>>> torch.allclose(M @ M.T, 4 / 3 * (torch.eye(4) - 1 / 4), atol=1e-12)
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "simplex_etf",
+    "orthogonal_frame",
+    "random_orthogonal",
+    "simplex_gram",
+    "frame_potential",
+    "frame_potential_bound",
+    "welch_bound",
+    "etf_gram_error",
+    "etf_angle_error",
+    "equinorm_error",
+    "DEFAULT_TILE",
+]
+
+#: Rows per tile for pairwise (K x K) quantities: memory stays O(tile^2) whatever K is.
+DEFAULT_TILE = 2048
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def random_orthogonal(d: int, seed: int | None = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """A Haar-distributed random d x d orthogonal matrix, reproducible from ``seed``.
+
+    QR of a standard Gaussian matrix with the signs of R's diagonal moved into Q (Mezzadri 2007),
+    which makes the distribution exactly Haar.
+    """
+    d = _check_int("d", d, 1)
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(0 if seed is None else int(seed))
+    a = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))[None, :]
+    return q.to(dtype=dtype, device=device)
+
+
+def _centred_basis(K: int) -> torch.Tensor:
+    """K x (K-1) orthonormal basis of the complement of the all-ones vector (Helmert basis)."""
+    U = torch.zeros(K, K - 1, dtype=torch.float64)
+    for j in range(1, K):  # K is a class count: this loop builds a K x K constant once.
+        U[:j, j - 1] = 1.0
+        U[j, j - 1] = -float(j)
+        U[:, j - 1] /= math.sqrt(j * (j + 1))
+    return U
+
+
+def simplex_gram(K: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The Gram ``K/(K-1) (I - J/K)`` of a unit simplex ETF with K vectors."""
+    K = _check_int("K", K, 2)
+    eye = torch.eye(K, dtype=dtype, device=device)
+    return (K / (K - 1)) * (eye - 1.0 / K)
+
+
+def simplex_etf(
+    K: int,
+    d: int | None = None,
+    *,
+    seed: int | None = None,
+    dtype=torch.float64,
+    device=None,
+) -> torch.Tensor:
+    """Simplex ETF of K unit vectors in R^d, one vector per row (K x d).
+
+    ``M^T = sqrt(K/(K-1)) (I_K - J/K) P^T`` (REFERENCE.md section 1, Zhu et al. 2021 / Papyan et
+    al. 2020).  For d >= K, P holds the first K coordinate axes; for d = K-1, the
+    (K-1)-dimensional construction ``sqrt(K/(K-1)) U`` with U an orthonormal basis of the
+    complement of the all-ones vector.  With ``seed`` the frame is rotated by a Haar-random
+    orthogonal d x d matrix drawn from that seed.
+
+    Parameters
+    ----------
+    K : number of vectors (classes), K >= 2.
+    d : ambient dimension, d >= K-1 (default K).
+    seed : optional seed of a random rotation.
+
+    Raises
+    ------
+    ValueError
+        if K < 2 or d < K-1: a simplex ETF of K vectors needs at least K-1 dimensions.
+    """
+    if isinstance(K, bool) or not isinstance(K, int) or K < 2:
+        raise ValueError(f"K must be an integer >= 2 for a simplex ETF, got {K!r}")
+    if d is None:
+        d = K
+    if isinstance(d, bool) or not isinstance(d, int) or d < K - 1:
+        raise ValueError(
+            f"a simplex ETF of K={K} vectors needs dimension d >= K-1 = {K - 1}, got d={d!r}; "
+            f"use d >= {K - 1} (d = K-1 is the smallest possible, d = K the usual choice)"
+        )
+    scale = math.sqrt(K / (K - 1))
+    if d >= K:
+        M = torch.zeros(K, d, dtype=torch.float64)
+        M[:, :K] = scale * (torch.eye(K, dtype=torch.float64) - 1.0 / K)
+    else:  # d == K-1
+        M = scale * _centred_basis(K)
+    if seed is not None:
+        M = M @ random_orthogonal(d, seed)
+    return M.to(dtype=dtype, device=device)
+
+
+def orthogonal_frame(
+    K: int, d: int | None = None, *, seed: int | None = None, dtype=torch.float64, device=None
+) -> torch.Tensor:
+    """K orthonormal vectors in R^d, one per row (K x d), rotated by a random orthogonal matrix
+    from ``seed`` if given.  This is P^T of REFERENCE.md section 1 (``P^T P = I``); the optimal
+    classifier of the bias-free MSE UFM is a scaled orthogonal frame (Zhou et al. 2022)."""
+    K = _check_int("K", K, 1)
+    if d is None:
+        d = K
+    if isinstance(d, bool) or not isinstance(d, int) or d < K:
+        raise ValueError(f"an orthogonal frame of K={K} vectors needs d >= K = {K}, got d={d!r}")
+    M = torch.zeros(K, d, dtype=torch.float64)
+    M[:, :K] = torch.eye(K, dtype=torch.float64)
+    if seed is not None:
+        M = M @ random_orthogonal(d, seed)
+    return M.to(dtype=dtype, device=device)
+
+
+def _rows(X, name: str = "X") -> torch.Tensor:
+    X = torch.as_tensor(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix with one vector per row, got shape {tuple(X.shape)}")
+    if not torch.is_floating_point(X):
+        X = X.to(torch.float64)
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or inf entries")
+    return X.to(torch.float64)
+
+
+def frame_potential(X, *, normalize: bool = False) -> float:
+    """Frame potential ``FP(X) = sum_{i,j} <x_i, x_j>^2 = |X X^T|_F^2`` of the rows of X (n x d).
+
+    Computed as ``|X^T X|_F^2`` when d < n so the cost is O(n d min(n, d)) and memory O(min(n,d)^2).
+    For unit vectors FP >= n^2/d with equality iff the rows form a tight frame
+    (Benedetto & Fickus 2003); ``normalize=True`` first scales every row to unit length.
+    """
+    X = _rows(X)
+    if normalize:
+        norms = X.norm(dim=1, keepdim=True)
+        if bool((norms == 0).any()):
+            raise ValueError("X has a zero row: it cannot be normalized to a unit vector")
+        X = X / norms
+    n, d = X.shape
+    G = X.T @ X if d < n else X @ X.T
+    return float((G * G).sum())
+
+
+def frame_potential_bound(n: int, d: int) -> float:
+    """Lower bound of the frame potential of n unit vectors in R^d: ``max(n, n^2/d)``.
+
+    ``n^2/d`` is the Benedetto–Fickus bound (attained by tight frames, n >= d); for n < d the bound
+    ``n`` is attained by orthonormal vectors."""
+    n = _check_int("n", n, 1)
+    d = _check_int("d", d, 1)
+    return max(float(n), n * n / d)
+
+
+def welch_bound(n: int, d: int) -> float:
+    """Welch bound: ``max_{i != j} |<x_i, x_j>| >= sqrt((n-d)/(d(n-1)))`` for n unit vectors in R^d
+    (0 when n <= d, where orthonormal vectors exist).  Equality holds for equiangular tight frames;
+    the simplex ETF (n = d+1) attains it with 1/d = 1/(n-1)."""
+    n = _check_int("n", n, 2)
+    d = _check_int("d", d, 1)
+    if n <= d:
+        return 0.0
+    return math.sqrt((n - d) / (d * (n - 1)))
+
+
+def _gram_frobenius_sq(A: torch.Tensor, B: torch.Tensor) -> float:
+    """|A B^T|_F^2 without forming the K x K product: trace((A^T A)(B^T B)) uses d x d matrices.
+    Used when K > d; for K <= d the K x K product is formed directly (it is the smaller one)."""
+    K, d = A.shape
+    if K <= d:
+        G = A @ B.T
+        return float((G * G).sum())
+    return float(((A.T @ A) * (B.T @ B)).sum())
+
+
+def etf_gram_error(A, B=None, *, tile: int = DEFAULT_TILE) -> float:
+    """``| G/|G|_F - (I - J/K)/sqrt(K-1) |_F`` with ``G = A B^T`` (``G = A A^T`` if B is None).
+
+    With A = centred class means this is nc2_etf_means, with A = W it is nc2_etf_W, and with
+    A = W, B = centred means it is nc3_duality_gram (Zhu et al. 2021's forms; REFERENCE.md section 3).
+    The K x K matrices are never formed: the difference is accumulated tile by tile
+    (memory O(tile^2)), which keeps full relative accuracy near zero (an expansion
+    ``2 - 2 <A, B>`` would lose half the digits).  Returns nan if G = 0.
+    """
+    A = _rows(A, "A")
+    B = A if B is None else _rows(B, "B")
+    if A.shape != B.shape:
+        raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    K = A.shape[0]
+    if K < 2:
+        raise ValueError("need at least K = 2 rows")
+    gnorm = math.sqrt(max(_gram_frobenius_sq(A, B), 0.0))
+    if gnorm == 0.0:
+        return float("nan")
+    off = -1.0 / (K * math.sqrt(K - 1))
+    diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
+    total = 0.0
+    for i in range(0, K, tile):
+        Ai = A[i : i + tile] / gnorm
+        for j in range(0, K, tile):
+            T = Ai @ B[j : j + tile].T - off
+            if i == j:  # diagonal tile: the target's diagonal is (1 - 1/K)/sqrt(K-1)
+                T.diagonal().sub_(diag - off)
+            total += float((T * T).sum())
+    return math.sqrt(total)
+
+
+def etf_angle_error(A, *, tile: int = DEFAULT_TILE) -> float:
+    """Mean over k != l of ``|cos(a_k, a_l) + 1/(K-1)|`` (Papyan et al. 2020's max-angle measure;
+    nc2_maxangle in REFERENCE.md).  Tiled: memory O(tile^2).  Zero rows give nan."""
+    A = _rows(A, "A")
+    K = A.shape[0]
+    if K < 2:
+        raise ValueError("need at least K = 2 rows")
+    norms = A.norm(dim=1, keepdim=True)
+    if bool((norms == 0).any()):
+        return float("nan")
+    U = A / norms
+    total = 0.0
+    for i in range(0, K, tile):
+        Ui = U[i : i + tile]
+        for j in range(0, K, tile):
+            T = (Ui @ U[j : j + tile].T + 1.0 / (K - 1)).abs_()
+            if i == j:
+                T.diagonal().zero_()
+            total += float(T.sum())
+    return total / (K * (K - 1))
+
+
+def equinorm_error(A) -> float:
+    """std/mean of the row norms, std with Bessel's correction (Papyan et al. 2020's equinorm)."""
+    A = _rows(A, "A")
+    if A.shape[0] < 2:
+        raise ValueError("need at least K = 2 rows")
+    norms = A.norm(dim=1)
+    mean = norms.mean()
+    if float(mean) == 0.0:
+        return float("nan")
+    return float(norms.std(unbiased=True) / mean)

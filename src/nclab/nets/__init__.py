@@ -1,0 +1,1 @@
+"""Deep networks with the heads the theory suggests: fixed simplex-ETF, normalized, learned."""
