@@ -1,0 +1,112 @@
+"""nclab.geometry against the definitions of REFERENCE.md section 1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nclab.geometry import (
+    equinorm_error,
+    etf_angle_error,
+    etf_gram_error,
+    frame_potential,
+    frame_potential_bound,
+    orthogonal_frame,
+    random_orthogonal,
+    simplex_etf,
+    simplex_gram,
+    welch_bound,
+)
+
+
+@pytest.mark.parametrize("K,d", [(2, 1), (2, 2), (3, 2), (4, 4), (10, 9), (10, 10), (10, 64), (50, 49)])
+@pytest.mark.parametrize("seed", [None, 3])
+def test_simplex_etf_gram(K, d, seed):
+    M = simplex_etf(K, d, seed=seed)
+    assert M.shape == (K, d)
+    G = M @ M.T
+    want = (K / (K - 1)) * (torch.eye(K, dtype=torch.float64) - torch.ones(K, K, dtype=torch.float64) / K)
+    assert torch.allclose(G, want, atol=1e-13)
+    # unit vectors, pairwise inner product -1/(K-1), summing to zero
+    assert torch.allclose(M.norm(dim=1), torch.ones(K, dtype=torch.float64), atol=1e-13)
+    assert float(M.sum(0).norm()) < 1e-12
+    assert torch.allclose(simplex_gram(K), want)
+
+
+def test_rotation_is_reproducible_and_changes_the_frame():
+    a, b, c = simplex_etf(5, 8, seed=1), simplex_etf(5, 8, seed=1), simplex_etf(5, 8, seed=2)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    Q = random_orthogonal(8, seed=4)
+    assert torch.allclose(Q @ Q.T, torch.eye(8, dtype=torch.float64), atol=1e-13)
+
+
+def test_impossible_etf_requests_say_what_is_possible():
+    with pytest.raises(ValueError, match=r"needs dimension d >= K-1 = 9, got d=5"):
+        simplex_etf(10, 5)
+    with pytest.raises(ValueError, match="K must be an integer >= 2"):
+        simplex_etf(1, 3)
+    with pytest.raises(ValueError, match="d >= K"):
+        orthogonal_frame(5, 4)
+
+
+def test_orthogonal_frame():
+    P = orthogonal_frame(4, 7, seed=0)
+    assert torch.allclose(P @ P.T, torch.eye(4, dtype=torch.float64), atol=1e-13)
+
+
+def test_frame_potential_and_bounds():
+    # a tight frame attains n^2/d; an ETF of n = d+1 vectors is tight
+    M = simplex_etf(6, 5, seed=0)
+    assert frame_potential(M) == pytest.approx(36 / 5, rel=1e-12)
+    assert frame_potential_bound(6, 5) == pytest.approx(36 / 5)
+    # independent oracle: the double sum
+    X = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    X = X / X.norm(dim=1, keepdim=True)
+    direct = sum(float(X[i] @ X[j]) ** 2 for i in range(7) for j in range(7))
+    assert frame_potential(X) == pytest.approx(direct, rel=1e-12)
+    assert frame_potential(X) >= 49 / 3
+    assert frame_potential(2 * X, normalize=True) == pytest.approx(direct, rel=1e-12)
+    # orthonormal vectors: n < d, bound n
+    assert frame_potential(orthogonal_frame(3, 5)) == pytest.approx(3.0)
+    assert frame_potential_bound(3, 5) == 3.0
+
+
+def test_welch_bound_attained_by_simplex():
+    n, d = 6, 5
+    M = simplex_etf(n, d, seed=1)
+    coh = float((M @ M.T - torch.eye(n, dtype=torch.float64)).abs().max())
+    assert welch_bound(n, d) == pytest.approx(coh, rel=1e-12)
+    assert welch_bound(n, d) == pytest.approx(math.sqrt((n - d) / (d * (n - 1))))
+    assert welch_bound(3, 5) == 0.0
+
+
+def _np_gram_error(A, B):
+    K = A.shape[0]
+    G = A @ B.T
+    T = (np.eye(K) - np.ones((K, K)) / K) / np.sqrt(K - 1)
+    return np.linalg.norm(G / np.linalg.norm(G) - T)
+
+
+@pytest.mark.parametrize("K,d", [(5, 3), (6, 20), (30, 4)])
+def test_error_measures_against_direct_formulas(K, d):
+    gen = torch.Generator().manual_seed(K)
+    A = torch.randn(K, d, dtype=torch.float64, generator=gen)
+    B = torch.randn(K, d, dtype=torch.float64, generator=gen)
+    assert etf_gram_error(A, tile=4) == pytest.approx(_np_gram_error(A.numpy(), A.numpy()), rel=1e-12)
+    assert etf_gram_error(A, B, tile=7) == pytest.approx(_np_gram_error(A.numpy(), B.numpy()), rel=1e-12)
+    U = A / A.norm(dim=1, keepdim=True)
+    C = (U @ U.T + 1 / (K - 1)).abs()
+    assert etf_angle_error(A, tile=3) == pytest.approx(float((C.sum() - C.diagonal().sum()) / (K * (K - 1))), rel=1e-12)
+    n = A.norm(dim=1).numpy()
+    assert equinorm_error(A) == pytest.approx(np.std(n, ddof=1) / np.mean(n), rel=1e-12)
+
+
+def test_error_measures_vanish_on_an_etf():
+    M = 2.5 * simplex_etf(8, 8, seed=5)
+    assert etf_gram_error(M) < 1e-14
+    assert etf_angle_error(M) < 1e-14
+    assert equinorm_error(M) < 1e-14
