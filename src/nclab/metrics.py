@@ -109,6 +109,8 @@ def _as_tensor(x, name: str) -> torch.Tensor:
         arr = np.asarray(x)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array, got an object array")
+        if not arr.flags.writeable:  # read-only (e.g. memory-mapped): torch wants its own copy
+            arr = np.array(arr, copy=True)
         return torch.from_numpy(np.ascontiguousarray(arr))
     raise ValueError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
 
@@ -802,6 +804,6 @@ def compute_metrics(
 
 
 def _load(x):
-    if isinstance(x, np.ndarray):  # covers np.memmap: reading the slice happens here
-        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, np.ndarray):  # covers np.memmap: reading the slice (a private copy) happens here
+        return torch.from_numpy(np.array(x, copy=True, order="C"))
     return x
