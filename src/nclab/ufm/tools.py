@@ -1,0 +1,267 @@
+"""Derivative and landscape tools that work on any UFM problem and return numbers, not plots.
+
+* :func:`check_gradient` / :func:`check_hessian`: Taylor-remainder tests along a retraction
+  (Manopt's ``checkgradient`` / ``checkhessian``).  Along the curve ``c(t) = R_x(t u)`` for a random
+  unit tangent u, the remainders
+
+      E1(t) = |f(c(t)) - f(x) - t <grad f(x), u>|                       ~ t^2
+      E2(t) = |f(c(t)) - f(x) - t <grad f(x), u> - t^2/2 <u, Hess f(x)[u]>|  ~ t^3
+
+  hold for correct derivatives (E2 needs a second-order retraction; the metric projections of
+  :mod:`nclab.ufm.manifolds` are).  The slope is fitted by least squares on log-log over two
+  decades of t: the smallest-t window whose remainders all lie above the rounding floor
+  ``1e3 eps (|f(x)| + 1)``, i.e. the asymptotic regime.  A wrong gradient gives slope 1, a wrong
+  Hessian slope 2.
+* :func:`hessian_extreme_eigs`: extreme eigenvalues of the Riemannian Hessian at x, by Lanczos
+  (``scipy.sparse.linalg.eigsh``) on a basis-free flattening of the tangent space, or densely for
+  small problems.  Optional deflation of the symmetry orbit (``problem.symmetry_directions(x)``:
+  ``(W A, H A)`` for skew A, the O(d) orbit of f(W Q^T, H Q^T) = f(W, H), and the common shift of a
+  free CE bias), whose zero eigenvalues would otherwise hide the curvature classification of a
+  critical point (REFERENCE.md section 2, "Symmetry").
+
+Example
+-------
+>>> from nclab.ufm.problems import make_problem
+>>> from nclab.ufm.tools import check_gradient, check_hessian, hessian_extreme_eigs
+>>> p = make_problem("ce", K=3, n=2, d=3)
+>>> abs(check_gradient(p)["slope"] - 2) < 0.1 and abs(check_hessian(p)["slope"] - 3) < 0.1
+True
+>>> float(hessian_extreme_eigs(p, p.zero_critical_point())[0]) < 0   # beta < 1/K: a strict saddle
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["check_gradient", "check_hessian", "hessian_extreme_eigs", "hessian_spectrum", "taylor_slope"]
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _tangent_pair(problem, x, seed: int):
+    M = problem.manifold
+    if x is None:
+        x = problem.random_start(seed)
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    return x, M.random_tangent(x, gen), gen
+
+
+def taylor_slope(t: np.ndarray, err: np.ndarray, floor: float, window: int = 13) -> tuple[float, float, float]:
+    """Least-squares slope of log(err) vs log(t) on the smallest-t window of ``window`` consecutive
+    points that all lie above ``floor``.  Returns (slope, t_lo, t_hi); nan if no window qualifies."""
+    t = np.asarray(t, dtype=float)
+    err = np.asarray(err, dtype=float)
+    order = np.argsort(t)
+    t, err = t[order], err[order]
+    ok = err > floor
+    for i in range(len(t) - window + 1):
+        if ok[i : i + window].all():
+            lt, le = np.log10(t[i : i + window]), np.log10(err[i : i + window])
+            slope = float(np.polyfit(lt, le, 1)[0])
+            return slope, float(t[i]), float(t[i + window - 1])
+    return math.nan, math.nan, math.nan
+
+
+def _remainders(problem, x, u, order: int, ts: np.ndarray):
+    M = problem.manifold
+    f0 = problem.cost(x)
+    g = problem.rgrad(x)
+    df = M.inner(x, g, u)
+    d2 = M.inner(x, u, problem.rhess(x, u)) if order == 2 else 0.0
+    err = np.empty_like(ts)
+    for i, t in enumerate(ts):
+        ft = problem.cost(M.retr(x, u, float(t)))
+        err[i] = abs(ft - f0 - t * df - 0.5 * t * t * d2)
+    return f0, g, err
+
+
+def _rel_tangent_error(M, x, v) -> float:
+    nv = M.norm(x, v)
+    if nv == 0.0:
+        return 0.0
+    pv = M.proj(x, v)
+    return M.norm(x, M.lincomb(x, 1.0, v, -1.0, pv)) / nv
+
+
+def check_gradient(problem, x=None, seed: int = 0, ts=None) -> dict:
+    """Taylor check of ``problem.rgrad`` at x (a random start from ``seed`` if None).
+
+    Returns a dict: ``slope`` (about 2 when the gradient is right; nan if every remainder is at
+    the rounding floor), ``window`` (t range of the fit), ``tangent_error``
+    (|g - Proj_x g| / |g|), ``grad_norm``, ``cost``, and the arrays ``t`` and ``errors``."""
+    x, u, _ = _tangent_pair(problem, x, seed)
+    ts = np.logspace(-8, 0, 49) if ts is None else np.asarray(ts, dtype=float)
+    f0, g, err = _remainders(problem, x, u, 1, ts)
+    slope, lo, hi = taylor_slope(ts, err, 1e3 * _EPS * (abs(f0) + 1))
+    M = problem.manifold
+    return {
+        "slope": slope,
+        "window": (lo, hi),
+        "tangent_error": _rel_tangent_error(M, x, g),
+        "grad_norm": M.norm(x, g),
+        "cost": f0,
+        "t": ts.tolist(),
+        "errors": err.tolist(),
+    }
+
+
+def check_hessian(problem, x=None, seed: int = 0, ts=None) -> dict:
+    """Taylor check of ``problem.rhess`` at x (a random start from ``seed`` if None).
+
+    Returns a dict: ``slope`` (about 3 when the Hessian is right), ``window``,
+    ``symmetry_error`` = |<u, H v> - <H u, v>| / (|H u| |v| + |u| |H v|) for two random unit
+    tangents, ``tangent_error`` = |H u - Proj_x H u| / |H u|, ``linearity_error`` =
+    |H(2u + 3v) - 2 H u - 3 H v| / (|2 H u| + |3 H v|), ``cost``, ``t`` and ``errors``."""
+    x, u, gen = _tangent_pair(problem, x, seed)
+    M = problem.manifold
+    ts = np.logspace(-6, 0, 37) if ts is None else np.asarray(ts, dtype=float)
+    f0, _, err = _remainders(problem, x, u, 2, ts)
+    slope, lo, hi = taylor_slope(ts, err, 1e3 * _EPS * (abs(f0) + 1))
+    v = M.random_tangent(x, gen)
+    Hu, Hv = problem.rhess(x, u), problem.rhess(x, v)
+    scale = M.norm(x, Hu) * M.norm(x, v) + M.norm(x, u) * M.norm(x, Hv)
+    sym = abs(M.inner(x, u, Hv) - M.inner(x, Hu, v)) / scale if scale > 0 else 0.0
+    Hw = problem.rhess(x, M.lincomb(x, 2.0, u, 3.0, v))
+    lin_scale = 2 * M.norm(x, Hu) + 3 * M.norm(x, Hv)
+    lin = M.norm(x, M.lincomb(x, 1.0, Hw, -1.0, M.lincomb(x, 2.0, Hu, 3.0, Hv)))
+    return {
+        "slope": slope,
+        "window": (lo, hi),
+        "symmetry_error": sym,
+        "tangent_error": max(_rel_tangent_error(M, x, Hu), _rel_tangent_error(M, x, Hv)),
+        "linearity_error": lin / lin_scale if lin_scale > 0 else 0.0,
+        "cost": f0,
+        "t": ts.tolist(),
+        "errors": err.tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Hessian spectrum on the tangent space
+# --------------------------------------------------------------------------------------------
+
+
+class _TangentOperator:
+    """Q H Q on flattened ambient vectors, Q the orthogonal projector onto
+    T_x minus the span of the (orthonormalised) symmetry directions."""
+
+    def __init__(self, problem, x, deflate: bool):
+        self.problem, self.x = problem, x
+        self.M = problem.manifold
+        self.n = self.M.ambient_dim
+        self.B = None
+        if deflate:
+            dirs = [self.M.flatten(self.M.proj(x, s)) for s in problem.symmetry_directions(x)]
+            if dirs:
+                A = torch.stack(dirs, dim=1)
+                U, S, _ = torch.linalg.svd(A, full_matrices=False)
+                # rank cut-off: relative to the largest direction and to the size of the point
+                # (at W = H = 0 every orbit direction vanishes and nothing is deflated)
+                xnorm = float(self.M.flatten(x).norm())
+                keep = S > max(1e-10 * float(S.max()), 1e-12 * max(xnorm, 1.0))
+                self.B = U[:, keep] if bool(keep.any()) else None
+
+    @property
+    def deflated(self) -> int:
+        return 0 if self.B is None else int(self.B.shape[1])
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        w = self.M.flatten(self.M.proj(self.x, self.M.unflatten(v)))
+        if self.B is not None:
+            w = w - self.B @ (self.B.T @ w)
+        return w
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """Q H Q v."""
+        w = self.project(v)
+        Hw = self.problem.rhess(self.x, self.M.unflatten(w))
+        return self.project(self.M.flatten(Hw))
+
+
+def _dense_reduced(op: _TangentOperator) -> np.ndarray:
+    """The Hessian in an orthonormal basis of range(Q) (dim_eff x dim_eff), symmetrised."""
+    eye = torch.eye(op.n, dtype=torch.float64)
+    Q = torch.stack([op.project(eye[:, j]) for j in range(op.n)], dim=1)
+    Q = 0.5 * (Q + Q.T)
+    evals, evecs = torch.linalg.eigh(Q)
+    T = evecs[:, evals > 0.5]
+    HT = torch.stack([op.apply(T[:, j]) for j in range(T.shape[1])], dim=1) if T.shape[1] else T
+    Hr = T.T @ HT
+    return (0.5 * (Hr + Hr.T)).numpy()
+
+
+def hessian_spectrum(problem, x, deflate: bool = False) -> np.ndarray:
+    """All eigenvalues (ascending) of the Riemannian Hessian restricted to the tangent space at x
+    (minus the symmetry directions if ``deflate``), by forming it densely: for small problems and
+    tests (ambient dimension up to a few thousand)."""
+    return np.linalg.eigvalsh(_dense_reduced(_TangentOperator(problem, x, deflate)))
+
+
+def hessian_extreme_eigs(
+    problem,
+    x,
+    k: int = 1,
+    which: str = "SA",
+    *,
+    deflate: bool = False,
+    method: str = "auto",
+    dense_max: int = 600,
+    tol: float = 1e-10,
+    seed: int = 0,
+) -> np.ndarray:
+    """The k smallest (``which="SA"``) or largest (``"LA"``) eigenvalues of the Riemannian Hessian
+    of ``problem`` at x, restricted to the tangent space (ascending order).
+
+    The operator acts on the flattened ambient space as ``Q Hess Q + c (I - Q)``, with Q the
+    orthogonal projector onto the tangent space (minus the span of
+    ``problem.symmetry_directions(x)`` when ``deflate=True``; at W = H = 0 that span is empty).
+    The shift c puts the complement beyond the wanted end of the spectrum (c = +-(2 |Q H Q| + 1),
+    |Q H Q| from a loose Lanczos estimate), and Lanczos starts inside range(Q), so no basis of the
+    tangent space is ever formed.  ``method="dense"`` (the default below ``dense_max`` ambient
+    coordinates) forms the Hessian in an orthonormal basis of range(Q) instead.
+
+    Parameters
+    ----------
+    k : number of eigenvalues; which : "SA" or "LA"; deflate : remove the symmetry orbit;
+    method : "auto" | "dense" | "lanczos"; tol : eigsh tolerance; seed : Lanczos start vector.
+    """
+    if which not in ("SA", "LA"):
+        raise ValueError(f"which must be 'SA' (smallest) or 'LA' (largest), got {which!r}")
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    op = _TangentOperator(problem, x, deflate)
+    if method == "dense" or (method == "auto" and op.n <= dense_max):
+        ev = np.linalg.eigvalsh(_dense_reduced(op))
+        if k > ev.size:
+            raise ValueError(f"k={k} exceeds the dimension {ev.size} of the (deflated) tangent space")
+        return ev[:k] if which == "SA" else ev[ev.size - k :]
+
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    if k >= op.n - 1:
+        raise ValueError(f"k={k} is too large for Lanczos on {op.n} coordinates; use method='dense'")
+
+    def matvec0(v):
+        return op.apply(torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))).numpy()
+
+    gen = np.random.default_rng(seed)
+    v0 = op.project(torch.from_numpy(gen.standard_normal(op.n))).numpy()
+    L0 = LinearOperator((op.n, op.n), matvec=matvec0, dtype=np.float64)
+    rho = float(abs(eigsh(L0, k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)[0]))
+    c = (2.0 * rho + 1.0) * (1.0 if which == "SA" else -1.0)
+
+    def matvec(v):
+        v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
+        qv = op.project(v)
+        Hqv = op.project(op.M.flatten(op.problem.rhess(op.x, op.M.unflatten(qv))))
+        return (Hqv + c * (v - qv)).numpy()
+
+    L = LinearOperator((op.n, op.n), matvec=matvec, dtype=np.float64)
+    ev = eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=False)
+    return np.sort(ev)
