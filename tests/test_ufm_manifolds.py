@@ -1,0 +1,161 @@
+"""Geometry of nclab.ufm.manifolds: tangent projections, retractions, the Weingarten term.
+
+Oracles: the defining equations of the tangent space (<x_i, u_i> = 0 row by row), the
+sphere's geodesic cos(t) x + sin(t) u (second derivative of f along it is <u, Hess f(x)[u]>), and
+finite differences of the retraction curve."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nclab.ufm.manifolds import Euclidean, Oblique, Product, Sphere
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+FACTORS = [Euclidean((3, 4)), Euclidean(5), Oblique(4, 3), Oblique(6, 1), Sphere(5)]
+
+
+@pytest.mark.parametrize("M", FACTORS, ids=repr)
+def test_projection_is_orthogonal_projector_onto_tangent_space(M):
+    g = gen(1)
+    x = M.random_point(g)
+    u = torch.randn(*M.shape, generator=g, dtype=torch.float64)
+    v = torch.randn(*M.shape, generator=g, dtype=torch.float64)
+    pu = M.proj(x, u)
+    torch.testing.assert_close(M.proj(x, pu), pu, rtol=0, atol=1e-14)  # idempotent
+    assert abs(M.inner(x, pu, v) - M.inner(x, u, M.proj(x, v))) < 1e-13  # self-adjoint
+    if isinstance(M, Oblique):
+        assert float(torch.sum(x * pu, dim=-1).abs().max()) < 1e-14  # <x_i, u_i> = 0 row by row
+        torch.testing.assert_close(x.norm(dim=-1), torch.ones_like(x.norm(dim=-1)))
+
+
+@pytest.mark.parametrize("M", FACTORS, ids=repr)
+def test_retraction_is_on_manifold_first_and_second_order(M):
+    g = gen(2)
+    x = M.random_point(g)
+    u = M.random_tangent(x, g)
+    assert abs(M.norm(x, u) - (1.0 if M.dim else 0.0)) < 1e-12  # S^0 has only the zero tangent
+    torch.testing.assert_close(M.retr(x, u, 0.0), x, rtol=0, atol=1e-15)
+    y = M.retr(x, u, 0.7)
+    if isinstance(M, Oblique):
+        torch.testing.assert_close(y.norm(dim=-1), torch.ones_like(y.norm(dim=-1)), rtol=0, atol=1e-14)
+    # c(t) = R_x(t u): c'(0) = u (central difference), and the acceleration is normal, so the
+    # tangential part of c(t) - x - t u is O(t^3) (second-order retraction)
+    t = 1e-4
+    deriv = (M.retr(x, u, t) - M.retr(x, u, -t)) / (2 * t)
+    torch.testing.assert_close(deriv, u, rtol=0, atol=1e-7)
+    for t in (1e-2, 1e-3):
+        r = M.proj(x, M.retr(x, u, t) - x - t * u)
+        assert M.norm(x, r) < 2 * t**3
+
+
+@pytest.mark.parametrize("M", [Sphere(4), Oblique(3, 5)], ids=repr)
+def test_weingarten_hessian_matches_second_derivative_along_geodesics(M):
+    """f(X) = sum_i x_i^T A_i x_i (quadratic per row): egrad_i = 2 A_i x_i, ehess_i[u] = 2 A_i u_i.
+    Along the geodesic of each sphere, row i: c_i(t) = cos(t|u_i|) x_i + sin(t|u_i|) u_i/|u_i|,
+    d^2/dt^2 f(c(t)) at 0 equals <u, Hess f(x)[u]> (geodesics have normal acceleration)."""
+    g = gen(3)
+    rows = 1 if isinstance(M, Sphere) else M.m
+    d = M.d
+    A = torch.randn(rows, d, d, generator=g, dtype=torch.float64)
+    A = A + A.transpose(1, 2)
+    x = M.random_point(g)
+    u = M.random_tangent(x, g)
+    X, U = x.reshape(rows, d), u.reshape(rows, d)
+
+    def f(Y):
+        return float(torch.einsum("ri,rij,rj->", Y, A, Y))
+
+    egrad = (2 * torch.einsum("rij,rj->ri", A, X)).reshape(x.shape)
+    ehess = (2 * torch.einsum("rij,rj->ri", A, U)).reshape(x.shape)
+    H = M.ehess2rhess(x, egrad, ehess, u)
+    # the Riemannian Hessian maps to the tangent space
+    torch.testing.assert_close(M.proj(x, H), H, rtol=0, atol=1e-13)
+
+    nu = U.norm(dim=1, keepdim=True)
+
+    def geo(t):
+        return torch.cos(t * nu) * X + torch.sin(t * nu) * U / nu
+
+    h = 1e-4
+    second = (f(geo(h)) - 2 * f(geo(0.0)) + f(geo(-h))) / h**2
+    assert abs(second - M.inner(x, u, H)) < 1e-5 * max(1.0, abs(second))
+    # symmetric: <v, Hess[u]> = <Hess[v], u>
+    v = M.random_tangent(x, g)
+    Hv = M.ehess2rhess(x, egrad, (2 * torch.einsum("rij,rj->ri", A, v.reshape(rows, d))).reshape(x.shape), v)
+    assert abs(M.inner(x, v, H) - M.inner(x, Hv, u)) < 1e-12
+
+
+def test_sphere_hessian_formula_row_by_row():
+    """The brief's formula: Hess f(x)[u] = Proj_x(ehess[u]) - <x, egrad> u (per row)."""
+    M = Oblique(3, 4)
+    g = gen(4)
+    x = M.random_point(g)
+    u = M.random_tangent(x, g)
+    eg = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    eh = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    H = M.ehess2rhess(x, eg, eh, u)
+    for i in range(3):
+        xi = x[i]
+        expect = eh[i] - (xi @ eh[i]) * xi - (xi @ eg[i]) * u[i]
+        torch.testing.assert_close(H[i], expect, rtol=0, atol=1e-14)
+
+
+def test_dimensions():
+    assert Euclidean((3, 4)).dim == 12
+    assert Oblique(4, 3).dim == 8
+    assert Sphere(5).dim == 4
+    assert Product(Oblique(2, 3), Euclidean(4), Sphere(3)).dim == 4 + 4 + 2
+
+
+def test_transport_lands_in_target_tangent_space():
+    M = Product(Oblique(4, 3), Euclidean((2, 2)))
+    g = gen(5)
+    x, y = M.random_point(g), M.random_point(g)
+    u = M.random_tangent(x, g)
+    w = M.transport(x, y, u)
+    assert float(torch.sum(y[0] * w[0], dim=1).abs().max()) < 1e-14
+    torch.testing.assert_close(w[1], u[1])
+
+
+def test_product_vocabulary_and_flatten_roundtrip():
+    M = Product(Oblique(3, 4), Euclidean((5, 4)), Euclidean(3))
+    g = gen(6)
+    x = M.random_point(g)
+    u, v = M.random_tangent(x, g), M.random_tangent(x, g)
+    assert abs(M.norm(x, u) - 1) < 1e-12
+    assert abs(M.inner(x, u, v) - sum(float((a * b).sum()) for a, b in zip(u, v))) < 1e-13
+    w = M.lincomb(x, 2.0, u, -3.0, v)
+    for wi, ui, vi in zip(w, u, v):
+        torch.testing.assert_close(wi, 2 * ui - 3 * vi)
+    assert all(float(z.abs().max()) == 0 for z in M.zero_vector(x))
+    flat = M.flatten(u)
+    assert flat.shape == (M.ambient_dim,) == (12 + 20 + 3,)
+    for a, b in zip(M.unflatten(flat), u):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    y = M.retr(x, u, 0.3)
+    torch.testing.assert_close(y[0].norm(dim=1), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(y[1], x[1] + 0.3 * u[1])
+    assert math.isfinite(M.typical_dist) and M.typical_dist > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="m"):
+        Oblique(0, 3)
+    with pytest.raises(ValueError, match="d"):
+        Oblique(3, 0)
+    with pytest.raises(ValueError, match="shape"):
+        Euclidean((3, -1))
+    with pytest.raises(ValueError, match="Product"):
+        Product()
+    M = Product(Euclidean(3), Euclidean(2))
+    with pytest.raises(ValueError, match="tuple of 2"):
+        M.inner(None, (torch.zeros(3),), (torch.zeros(3),))
+    with pytest.raises(ValueError, match="length"):
+        M.unflatten(torch.zeros(4))
