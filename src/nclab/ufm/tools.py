@@ -50,20 +50,34 @@ def _tangent_pair(problem, x, seed: int):
     return x, M.random_tangent(x, gen), gen
 
 
-def taylor_slope(t: np.ndarray, err: np.ndarray, floor: float, window: int = 13) -> tuple[float, float, float]:
-    """Least-squares slope of log(err) vs log(t) on the smallest-t window of ``window`` consecutive
-    points that all lie above ``floor``.  Returns (slope, t_lo, t_hi); nan if no window qualifies."""
+def taylor_slope(
+    t: np.ndarray, err: np.ndarray, floor: float, window: int = 7, max_residual: float = 0.02
+) -> tuple[float, float, float]:
+    """Least-squares slope of log10(err) against log10(t) over ``window`` consecutive step sizes.
+
+    The window is the smallest-t one whose remainders all lie above ``floor`` (rounding) and whose
+    fit is straight (largest |residual| <= ``max_residual`` decades): the asymptotic regime, before
+    higher-order terms bend the curve or cancel the leading one.  If no window is that straight,
+    the straightest window above the floor is used.  Returns (slope, t_lo, t_hi); nan if every
+    window touches the floor."""
     t = np.asarray(t, dtype=float)
     err = np.asarray(err, dtype=float)
     order = np.argsort(t)
     t, err = t[order], err[order]
     ok = err > floor
+    best = None
     for i in range(len(t) - window + 1):
-        if ok[i : i + window].all():
-            lt, le = np.log10(t[i : i + window]), np.log10(err[i : i + window])
-            slope = float(np.polyfit(lt, le, 1)[0])
-            return slope, float(t[i]), float(t[i + window - 1])
-    return math.nan, math.nan, math.nan
+        if not ok[i : i + window].all():
+            continue
+        lt, le = np.log10(t[i : i + window]), np.log10(err[i : i + window])
+        coef = np.polyfit(lt, le, 1)
+        resid = float(np.abs(np.polyval(coef, lt) - le).max())
+        fit = (float(coef[0]), float(t[i]), float(t[i + window - 1]))
+        if resid <= max_residual:
+            return fit
+        if best is None or resid < best[0]:
+            best = (resid, fit)
+    return best[1] if best is not None else (math.nan, math.nan, math.nan)
 
 
 def _remainders(problem, x, u, order: int, ts: np.ndarray):
@@ -96,7 +110,7 @@ def check_gradient(problem, x=None, seed: int = 0, ts=None) -> dict:
     x, u, _ = _tangent_pair(problem, x, seed)
     ts = np.logspace(-8, 0, 49) if ts is None else np.asarray(ts, dtype=float)
     f0, g, err = _remainders(problem, x, u, 1, ts)
-    slope, lo, hi = taylor_slope(ts, err, 1e3 * _EPS * (abs(f0) + 1))
+    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * (abs(f0) + 1))
     M = problem.manifold
     return {
         "slope": slope,
@@ -112,7 +126,9 @@ def check_gradient(problem, x=None, seed: int = 0, ts=None) -> dict:
 def check_hessian(problem, x=None, seed: int = 0, ts=None) -> dict:
     """Taylor check of ``problem.rhess`` at x (a random start from ``seed`` if None).
 
-    Returns a dict: ``slope`` (about 3 when the Hessian is right), ``window``,
+    Returns a dict: ``slope`` (about 3 when the Hessian is right; it reads about 4 for the rare
+    direction along which the cubic term of f(R_x(t u)) nearly vanishes, while a wrong Hessian
+    reads 2), ``window``,
     ``symmetry_error`` = |<u, H v> - <H u, v>| / (|H u| |v| + |u| |H v|) for two random unit
     tangents, ``tangent_error`` = |H u - Proj_x H u| / |H u|, ``linearity_error`` =
     |H(2u + 3v) - 2 H u - 3 H v| / (|2 H u| + |3 H v|), ``cost``, ``t`` and ``errors``."""
@@ -120,7 +136,7 @@ def check_hessian(problem, x=None, seed: int = 0, ts=None) -> dict:
     M = problem.manifold
     ts = np.logspace(-6, 0, 37) if ts is None else np.asarray(ts, dtype=float)
     f0, _, err = _remainders(problem, x, u, 2, ts)
-    slope, lo, hi = taylor_slope(ts, err, 1e3 * _EPS * (abs(f0) + 1))
+    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * (abs(f0) + 1))
     v = M.random_tangent(x, gen)
     Hu, Hv = problem.rhess(x, u), problem.rhess(x, v)
     scale = M.norm(x, Hu) * M.norm(x, v) + M.norm(x, u) * M.norm(x, Hv)
