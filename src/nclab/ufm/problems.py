@@ -65,6 +65,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -104,19 +105,11 @@ LOSSES = tuple(DEFAULTS)
 
 
 def _int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-        except ImportError:  # pragma: no cover
-            pass
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def _float(name: str, value, *, positive: bool) -> float:
@@ -324,11 +317,6 @@ class _LogitProblem(UFMProblem):
         self._rows = torch.arange(self.N)
         self.balanced = bool((class_sizes == class_sizes[0]).all())
 
-    def _onehot(self, like: torch.Tensor) -> torch.Tensor:
-        Y = torch.zeros(self.N, self.K, dtype=like.dtype, device=like.device)
-        Y[self._rows, self.labels.to(like.device)] = 1.0
-        return Y
-
     # loss-specific: value and G = dL/dZ from the logits; and dG = D^2 L[dZ]
     def _loss(self, Z: torch.Tensor, state: dict) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -500,7 +488,8 @@ class _PenalizedUFM(_LogitProblem):
         return self._pack(W, H, b)
 
     def _zero_row(self) -> torch.Tensor:
-        """The (common) row of dL/dZ * N + y at the zero point: softmax(b) (CE) or b (MSE)."""
+        """q, the prediction shared by every sample at the zero point (softmax(b) for CE, b for
+        MSE), so that G = dL/dZ = (1 q^T - Y)/N there."""
         raise NotImplementedError  # pragma: no cover
 
     def _zero_bias_block_eigs(self) -> torch.Tensor:  # pragma: no cover - overridden
@@ -676,8 +665,8 @@ class MSEProblem(_MSELoss, _PenalizedUFM):
         return None if cf is None else cf[0]
 
     def optimal_point(self, seed: int | None = None):
-        """A global minimiser ``W = (sqrt(n)/r)^{1/2} M^{1/2} E``, ``H = (r/sqrt(n))^{1/2} Y M^{1/2} E``
-        (r = sqrt(lw/lh), M = p (I - J/K) + s J/K, E a K x d frame with E E^T the identity on the
+        """A global minimiser ``W = (sqrt(n)/g)^{1/2} M^{1/2} E``, ``H = (g/sqrt(n))^{1/2} Y M^{1/2} E``
+        (g = sqrt(lw/lh), M = p (I - J/K) + s J/K, E a K x d frame with E E^T the identity on the
         kept eigenspace of M), so that H W^T = Y M and the penalties are balanced
         (lw |W|^2 = lh |H|^2).  No bias: W is a scaled orthogonal frame; lb = 0: a scaled
         simplex ETF and b = 1/K 1; K beta >= 1: W = H = 0.  With d below the rank, the first d
@@ -706,9 +695,9 @@ class MSEProblem(_MSELoss, _PenalizedUFM):
             else:
                 U = torch.linalg.qr(torch.eye(K, dtype=_DTYPE) - 1.0 / K)[0][:, : K - 1]
                 B = math.sqrt(p) * (U[:, :d] @ Q)
-        r = math.sqrt(self.lw / self.lh)
-        W = math.sqrt(math.sqrt(self.n) / r) * B
-        H = math.sqrt(r / math.sqrt(self.n)) * B[self.labels]
+        g = math.sqrt(self.lw / self.lh)
+        W = math.sqrt(math.sqrt(self.n) / g) * B
+        H = math.sqrt(g / math.sqrt(self.n)) * B[self.labels]
         return self._pack(W, H, torch.full((K,), b0, dtype=_DTYPE) if self.has_bias else None)
 
     def _zero_bias(self) -> torch.Tensor:
