@@ -181,10 +181,6 @@ class _TangentOperator:
                 keep = S > max(1e-10 * float(S.max()), 1e-12 * max(xnorm, 1.0))
                 self.B = U[:, keep] if bool(keep.any()) else None
 
-    @property
-    def deflated(self) -> int:
-        return 0 if self.B is None else int(self.B.shape[1])
-
     def project(self, v: torch.Tensor) -> torch.Tensor:
         w = self.M.flatten(self.M.proj(self.x, self.M.unflatten(v)))
         if self.B is not None:
@@ -238,7 +234,9 @@ def hessian_extreme_eigs(
     The shift c puts the complement beyond the wanted end of the spectrum (c = +-(2 |Q H Q| + 1),
     |Q H Q| from a loose Lanczos estimate), and Lanczos starts inside range(Q), so no basis of the
     tangent space is ever formed.  ``method="dense"`` (the default below ``dense_max`` ambient
-    coordinates) forms the Hessian in an orthonormal basis of range(Q) instead.
+    coordinates) forms the Hessian in an orthonormal basis of range(Q) instead.  Deflation forms
+    the d(d-1)/2 orbit directions and orthonormalises them by an SVD (memory d^2 (K+N) d / 2):
+    meant for d up to a few dozen.
 
     Parameters
     ----------
@@ -263,21 +261,19 @@ def hessian_extreme_eigs(
     if k >= op.n - 1:
         raise ValueError(f"k={k} is too large for Lanczos on {op.n} coordinates; use method='dense'")
 
-    def matvec0(v):
-        return op.apply(torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))).numpy()
+    def operator(shift: float) -> LinearOperator:
+        def matvec(v):
+            v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
+            out = op.apply(v)
+            if shift:
+                out = out + shift * (v - op.project(v))
+            return out.numpy()
+
+        return LinearOperator((op.n, op.n), matvec=matvec, dtype=np.float64)
 
     gen = np.random.default_rng(seed)
     v0 = op.project(torch.from_numpy(gen.standard_normal(op.n))).numpy()
-    L0 = LinearOperator((op.n, op.n), matvec=matvec0, dtype=np.float64)
-    rho = float(abs(eigsh(L0, k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)[0]))
-    c = (2.0 * rho + 1.0) * (1.0 if which == "SA" else -1.0)
-
-    def matvec(v):
-        v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
-        qv = op.project(v)
-        Hqv = op.project(op.M.flatten(op.problem.rhess(op.x, op.M.unflatten(qv))))
-        return (Hqv + c * (v - qv)).numpy()
-
-    L = LinearOperator((op.n, op.n), matvec=matvec, dtype=np.float64)
+    rho = float(abs(eigsh(operator(0.0), k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)[0]))
+    L = operator((2.0 * rho + 1.0) * (1.0 if which == "SA" else -1.0))
     ev = eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=False)
     return np.sort(ev)
