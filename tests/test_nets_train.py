@@ -1,0 +1,171 @@
+"""nclab.nets.train: the training loop, its feature extraction, its checkpoints.
+
+Tiny settings throughout (MLP, 30 MNIST images per class, 3 epochs): each run takes seconds.
+Oracles: a direct forward pass (model.features), nclab.metrics.compute_metrics on those features,
+an uninterrupted run for the resumed one, a freshly built ETF for the trained one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from nclab.metrics import METRIC_NAMES, compute_metrics
+from nclab.nets.data import load_dataset
+from nclab.nets.heads import ETFHead
+from nclab.nets.train import (
+    LOG_KEYS,
+    TrainConfig,
+    collapse_metrics,
+    eval_epochs,
+    extract,
+    lr_milestones,
+    make_optimizer,
+    read_log,
+    train,
+)
+
+#: Wall-clock and memory entries differ between two identical runs; everything else must not.
+VOLATILE = {"epoch_seconds", "eval_seconds", "total_seconds", "peak_memory_mb"}
+
+
+def tiny(data_dir, out, **kw) -> TrainConfig:
+    base = dict(model="mlp", per_class=30, test_per_class=20, epochs=3, batch_size=32, lr=0.05,
+                device="cpu", data_dir=str(data_dir), out=str(out))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _build(cfg: TrainConfig):
+    from nclab.nets.train import _build as build
+
+    return build(cfg, 10, in_channels=1, image_size=28)
+
+
+@pytest.fixture(scope="module")
+def small_mnist(data_dir):
+    images, labels = load_dataset("mnist", data_dir, train=True, per_class=30, seed=0).tensors
+    return images, labels
+
+
+@pytest.mark.parametrize("head", ["learned", "etf", "normalized"])
+def test_short_run_learns_and_collapses(data_dir, tmp_path, head):
+    cfg = tiny(data_dir, tmp_path / head, head=head, lr=0.1, epochs=6)  # nc1 may rise at first
+    summary = train(cfg, progress=False)
+    log = read_log(tmp_path / head)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
+    for r in log:
+        assert set(LOG_KEYS) | set(METRIC_NAMES) <= set(r), set(LOG_KEYS) | set(METRIC_NAMES) - set(r)
+        assert r["nc1"] is not None and r["nc4"] is not None and 0 <= r["nc4"] <= 1
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["train_loss_running"] < log[0]["train_loss_running"]
+    assert log[-1]["nc1"] < log[0]["nc1"]
+    assert log[-1]["train_acc"] > 0.5
+    assert summary["finished"] and summary["final"] == log[-1]
+    assert summary["parameters_trainable"] <= summary["parameters_total"]
+    config = json.loads((tmp_path / head / "config.json").read_text())
+    assert config["head"] == head and config["lr_milestones"] == lr_milestones(6)
+
+
+def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
+    cfg = tiny(data_dir, tmp_path / "etf", head="etf", feature_dim=10, lr=0.1)
+    net = _build(cfg)
+    head = net.head
+    assert isinstance(head, ETFHead)
+    optimized = {id(p) for g in make_optimizer(net, cfg).param_groups for p in g["params"]}
+    assert id(head.weight) not in optimized
+    assert {id(p) for p in net.parameters()} == optimized  # everything else is trained
+    summary = train(cfg, progress=False)
+    trained = torch.load(tmp_path / "etf" / "checkpoint.pt", weights_only=False)["model"]
+    assert torch.equal(trained["head.weight"], head.weight)  # bit for bit the initial frame
+    assert summary["parameters_total"] - summary["parameters_trainable"] == 10 * 10  # the fixed K x d frame
+    # the frame is a simplex ETF: W W^T = K/(K-1) (I - J/K)
+    K = 10
+    G = trained["head.weight"].double() @ trained["head.weight"].double().T
+    assert torch.allclose(G, K / (K - 1) * (torch.eye(K) - 1 / K).double(), atol=1e-6)
+
+
+def test_normalized_head_rows_stay_unit(data_dir, tmp_path):
+    cfg = tiny(data_dir, tmp_path / "norm", head="normalized", epochs=2)
+    train(cfg, progress=False)
+    W = torch.load(tmp_path / "norm" / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
+    assert torch.allclose(W.norm(dim=1), torch.ones(10), atol=1e-6)
+    assert not torch.allclose(W, _build(cfg).head.weight)  # it was trained
+
+
+@pytest.mark.parametrize("head", ["learned", "normalized"])
+def test_extraction_equals_direct_forward_and_compute_metrics(small_mnist, head):
+    images, labels = small_mnist
+    net = _build(TrainConfig(model="mlp", head=head, seed=3))
+    net.train()  # extraction must switch to eval mode itself
+    ex = extract(net, images, labels, num_classes=10, batch_size=images.shape[0], keep_features=True)
+    with torch.no_grad():
+        net.eval()
+        h = net.features(images)
+        direct = net.head.metric_features(h)
+        logits = net(images)
+    assert torch.equal(ex.features, direct)  # same batch: bit for bit
+    assert ex.count == images.shape[0] and ex.correct == float((logits.argmax(1) == labels).sum())
+    assert math.isclose(ex.loss, float(torch.nn.functional.cross_entropy(logits, labels)), rel_tol=1e-5)
+    # small batches: the same features up to float32 rounding of the matrix products
+    ex64 = extract(net, images, labels, num_classes=10, batch_size=64, keep_features=True)
+    assert torch.allclose(ex64.features, direct, rtol=1e-5, atol=1e-6)
+    # the loop's metrics (NCStats + NC4Counter, 64-sample batches) vs the one-call oracle; in
+    # float64 (a float64 network) so that batching changes nothing beyond float64 rounding
+    net64, images64 = net.double(), images.double()
+    direct = net64.head.metric_features(net64.features(images64)).detach()
+    W, b = net64.head.classifier_weight(), net64.head.classifier_bias()
+    got, _, counter = collapse_metrics(net64, images64, labels, num_classes=10, batch_size=64)
+    want = compute_metrics(direct, labels, W, b)
+    for name in METRIC_NAMES:
+        g, w = getattr(got, name), getattr(want, name)
+        assert math.isclose(g, w, rel_tol=1e-10, abs_tol=1e-14), (name, g, w)
+    # and the nearest-class-mean accuracy is that of the rule applied directly
+    mu = torch.stack([direct[labels == k].double().mean(0) for k in range(10)])
+    ncc = torch.cdist(direct.double(), mu).argmin(1)
+    assert counter.ncc_accuracy == pytest.approx(float((ncc == labels).double().mean()), abs=1e-12)
+
+
+def test_resume_reproduces_an_uninterrupted_run(data_dir, tmp_path):
+    full = tiny(data_dir, tmp_path / "full", head="normalized")
+    train(full, progress=False)
+    part = tiny(data_dir, tmp_path / "part", head="normalized", stop_after=2)
+    summary = train(part, progress=False)
+    assert summary["epochs_done"] == 2 and not summary["finished"]
+    # a line written after the last checkpoint (a crash between log and checkpoint) is dropped
+    with open(tmp_path / "part" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "train_loss": -1.0}) + "\n")
+    with pytest.raises(ValueError, match="--resume"):
+        train(tiny(data_dir, tmp_path / "part", head="normalized"), progress=False)
+    train(tiny(data_dir, tmp_path / "part", head="normalized", resume=True), progress=False)
+
+    def numbers(run):
+        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_log(tmp_path / run)]
+
+    a, b = numbers("full"), numbers("part")
+    assert len(a) == len(b) == 3
+    assert a == b  # every loss, accuracy and metric identical, to the last bit
+    wa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    wb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert wa["model"].keys() == wb["model"].keys()
+    for key in wa["model"]:
+        assert torch.equal(wa["model"][key], wb["model"][key]), key
+    assert wa["optimizer"]["state"].keys() == wb["optimizer"]["state"].keys()
+
+
+def test_resume_refuses_changed_options(data_dir, tmp_path):
+    train(tiny(data_dir, tmp_path / "r", epochs=1), progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny(data_dir, tmp_path / "r", epochs=1, lr=0.5, resume=True), progress=False)
+
+
+def test_schedules():
+    assert lr_milestones(200) == [66, 133]
+    assert lr_milestones(3) == [1, 2]
+    cfg = TrainConfig(epochs=200, eval_schedule="log", eval_points=20)
+    ep = eval_epochs(cfg)
+    assert ep[0] == 1 and ep[-1] == 200 and len(ep) <= 21 and ep == sorted(set(ep))
+    assert eval_epochs(TrainConfig(epochs=5)) == [1, 2, 3, 4, 5]
