@@ -191,3 +191,27 @@ def test_make_head_defaults_and_unknown_kind():
 def test_learned_head_matches_nn_linear_parameter_count():
     head, ref = LearnedHead(512, 10), nn.Linear(512, 10)
     assert sum(p.numel() for p in head.parameters()) == sum(p.numel() for p in ref.parameters()) == 5130
+
+
+@pytest.mark.gpu
+def test_heads_on_cuda_buffer_moves_and_update_stays_on_the_sphere():
+    from nclab.nets.backbones import build_network
+
+    dev = torch.device("cuda")
+    net = build_network("resnet18", "etf", 10, feature_dim=10, in_channels=1, seed=0).to(dev)
+    assert net.head.weight.device.type == "cuda"
+    W = net.head.weight.double()
+    assert (W @ W.T - _simplex_gram(10, torch.float64).to(dev)).abs().max() < 1e-6
+    x, y = torch.randn(8, 1, 28, 28, device=dev), torch.arange(8, device=dev)
+    nn.functional.cross_entropy(net(x), y).backward()
+    assert net.head.weight.grad is None
+
+    net = build_network("mlp", "normalized", 10, feature_dim=16, tau=4.0, seed=0).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2)
+    attach_riemannian_hooks(opt, net)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    norms = net.head.weight.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)
