@@ -337,3 +337,17 @@ def test_bad_shapes_and_options_are_rejected():
         NCStats(3).compute()
     with pytest.raises(ValueError, match="single class"):
         compute_metrics(X[y == 0], y[y == 0] * 0)
+
+
+# -- GPU ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_statistics_equal_cpu():
+    X, y, M = planted(5, 200, 16, 0.1, seed=21)
+    X32 = (X + 1e3).float()
+    cpu = compute_metrics(X32, y, M.float()).as_dict()
+    gpu = compute_metrics(X32.cuda(), y.cuda(), M.float().cuda()).as_dict()
+    for k in cpu:
+        if cpu[k] is not None:
+            assert gpu[k] == pytest.approx(cpu[k], rel=1e-5, abs=1e-9), k

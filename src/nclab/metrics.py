@@ -588,7 +588,7 @@ def _nc1(Mc: torch.Tensor, sigma_w: torch.Tensor, rtol: float) -> tuple[float, i
             return float("nan"), 0
         keep = lam > rtol * lam[-1]
         V = V[:, keep]
-    q = ((sigma_w @ V) * V).sum(0)  # v_j^T Sigma_W v_j
+    q = ((sigma_w @ V) * V).sum(0).clamp_min(0.0)  # v_j^T Sigma_W v_j >= 0 (PSD; clamp rounding)
     return float((q / lam[keep]).sum()), int(keep.sum())
 
 
