@@ -1,7 +1,125 @@
-"""`nclab train`, `nclab plot`, `nclab reproduce` (filled in by the deep-network work)."""
+"""`nclab train`, `nclab plot`, `nclab reproduce heads`: a thin layer over nclab.nets.
+
+Bad options and missing data end with a one-line message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from nclab.nets.train import TrainConfig
+
+#: The defaults of the options are TrainConfig's, so Python and the command line cannot drift apart.
+_D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.echo(f"Error: {err}", err=True)
+    return typer.Exit(2)
+
+
+def train_command(
+    dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist")] = _D["dataset"],
+    model: Annotated[str, typer.Option(help="resnet18 (CIFAR-style) or mlp")] = _D["model"],
+    head: Annotated[str, typer.Option(help="learned, etf (fixed simplex ETF) or normalized")] = _D["head"],
+    feature_dim: Annotated[Optional[int], typer.Option("--feature-dim", "-d", help="penultimate dimension d (default: the backbone's; etf needs d >= K-1)")] = None,
+    tau: Annotated[float, typer.Option(help="temperature of the normalized head")] = _D["tau"],
+    bias: Annotated[Optional[bool], typer.Option("--bias/--no-bias", help="head bias (default: learned yes, etf no)")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="balanced training subset: images per class (default all)")] = None,
+    test_per_class: Annotated[Optional[int], typer.Option(help="balanced test subset: images per class (default all)")] = None,
+    epochs: Annotated[int, typer.Option(help="epochs; lr / 10 at 1/3 and 2/3 of them")] = _D["epochs"],
+    lr: Annotated[float, typer.Option(help="initial learning rate (SGD)")] = _D["lr"],
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = _D["momentum"],
+    weight_decay: Annotated[float, typer.Option(help="weight decay")] = _D["weight_decay"],
+    batch_size: Annotated[int, typer.Option(help="global batch size (split over torchrun's processes)")] = _D["batch_size"],
+    eval_batch_size: Annotated[int, typer.Option(help="batch size of the metric passes")] = _D["eval_batch_size"],
+    eval_schedule: Annotated[str, typer.Option(help="'every' epoch or 'log' (log-spaced epochs)")] = _D["eval_schedule"],
+    eval_points: Annotated[int, typer.Option(help="number of log-spaced evaluations with --eval-schedule log")] = _D["eval_points"],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = _D["device"],
+    seed: Annotated[int, typer.Option(help="seed of the initialisation, the subset and the data order")] = _D["seed"],
+    data_dir: Annotated[Path, typer.Option(help="folder holding MNIST/raw and FashionMNIST70k")] = Path(_D["data_dir"]),
+    download: Annotated[bool, typer.Option("--download", help="fetch missing data sets (needs internet)")] = False,
+    out: Annotated[Path, typer.Option(help="run directory (config.json, log.jsonl, checkpoint.pt)")] = Path(_D["out"]),
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoint")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(help="stop (checkpointed) after this epoch; continue later with --resume")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train a network with a learned, fixed simplex-ETF or normalized head, tracking neural
+    collapse on the training set after every epoch (log.jsonl in --out).
+
+    Several processes: torchrun --nproc-per-node 2 -m nclab train ... (gloo on CPU, nccl on GPU).
+    """
+    from nclab.nets.train import train
+
+    config = TrainConfig(
+        dataset=dataset, model=model, head=head, feature_dim=feature_dim, tau=tau, bias=bias, per_class=per_class,
+        test_per_class=test_per_class, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, eval_schedule=eval_schedule, eval_points=eval_points, device=device,
+        seed=seed, data_dir=str(data_dir), download=download, out=str(out), resume=resume, stop_after=stop_after,
+    )
+    try:
+        summary = train(config, progress=progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    final = summary["final"]
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(
+            f"{summary['epochs_done']} epochs in {summary['total_seconds']:.1f} s: "
+            f"train acc {final.get('train_acc')}, test acc {final.get('test_acc')}, nc1 {final.get('nc1')} -> {out}"
+        )
+
+
+def plot_command(
+    runs: Annotated[list[Path], typer.Argument(help="run directories written by `nclab train`")],
+    out: Annotated[Path, typer.Option(help="image file (.png, .pdf, .svg)")] = Path("collapse.png"),
+    title: Annotated[Optional[str], typer.Option(help="figure title")] = None,
+) -> None:
+    """Papyan-style panels (accuracy, loss, nc1, equinorm, max-angle, nc3, nc4, CDNV) against the
+    epoch, one colour per run."""
+    from nclab.nets.plot import plot_runs
+
+    try:
+        path = plot_runs(runs, out, title=title)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    typer.echo(f"wrote {path}")
+
+
+def reproduce_heads_command(
+    dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist")] = "mnist",
+    full: Annotated[bool, typer.Option("--full", help="the papers' scale: ResNet18, all data, 200 epochs, GPU")] = False,
+    out: Annotated[Path, typer.Option(help="output folder (one run directory per head, heads.{json,md,png})")] = Path("results/heads"),
+    epochs: Annotated[Optional[int], typer.Option(help="override the number of epochs")] = None,
+    per_class: Annotated[Optional[int], typer.Option(help="override the images per class")] = None,
+    device: Annotated[Optional[str], typer.Option(help="override the device (auto, cpu, cuda)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="folder holding MNIST/raw and FashionMNIST70k")] = Path("../shared/data"),
+    seed: Annotated[int, typer.Option(help="seed of every run")] = 0,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Compare heads on one data set: learned, fixed ETF, fixed ETF with d = K, normalized.
+
+    Default: an MLP on 400 MNIST images per class for 40 epochs on the CPU (minutes on 2 cores).
+    Writes a table (final accuracies, metrics, parameters, memory, time) as JSON and markdown, and
+    the collapse figure.  Re-running resumes unfinished runs and skips finished ones.
+    """
+    from nclab.nets.reproduce import reproduce_heads
+
+    try:
+        result = reproduce_heads(dataset, full, out, progress=progress, epochs=epochs, per_class=per_class,
+                                 device=device, data_dir=str(data_dir), seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    typer.echo(f"{result['seconds']:.0f} s; wrote " + ", ".join(result["files"].values()))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train_command)
+    app.command("plot")(plot_command)
+    reproduce = typer.Typer(help="Reproduce the papers' claims.", no_args_is_help=True)
+    reproduce.command("heads")(reproduce_heads_command)
+    app.add_typer(reproduce, name="reproduce")
