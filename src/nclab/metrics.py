@@ -174,18 +174,23 @@ def _blas_syrk(dtype: torch.dtype):
     return blas.dsyrk if dtype == torch.float64 else blas.ssyrk
 
 
-def _batch_moments(X: torch.Tensor, y: torch.Tensor, K: int):
+def _batch_moments(X: torch.Tensor, y: torch.Tensor, K: int, spare_rows: int = 0):
     """Centred statistics of one batch, computed in X's dtype without losing digits to an offset.
 
     Two-level centring: a_k = class sums / n_k in X's dtype (off by a rounding error when the
     features share a large offset), R = X - a_y (exact or nearly: Sterbenz), c_k = mean of R
     over class k (small, hence accurate), batch mean = a_k + c_k in float64.  Returns
     (n_b, mean_b, m2_b, R, c) with m2_b,k = sum_i |R_i|^2 - n_k |c_k|^2 (float64 state).
+    R has ``spare_rows`` extra (uninitialised) rows at the end, for the caller's merge terms, so
+    that they can join the same product without copying R.
     """
     nb = torch.bincount(y, minlength=K).to(torch.float64)
     inv = (1.0 / nb.clamp_min(1.0)).to(X.dtype)[:, None]
     a = torch.zeros(K, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, y, X).mul_(inv)
-    R = a.index_select(0, y)
+    B = X.shape[0]
+    R_all = torch.empty(B + spare_rows, X.shape[1], dtype=X.dtype, device=X.device)
+    R = R_all[:B]
+    torch.index_select(a, 0, y, out=R)
     torch.sub(X, R, out=R)
     c = torch.zeros_like(a).index_add_(0, y, R).mul_(inv)
     mb = a.to(torch.float64) + c.to(torch.float64)
@@ -193,7 +198,7 @@ def _batch_moments(X: torch.Tensor, y: torch.Tensor, K: int):
     c64 = c.to(torch.float64)
     m2b = torch.zeros(K, dtype=torch.float64, device=X.device).index_add_(0, y, row_sq) - nb * (c64 * c64).sum(1)
     m2b.clamp_min_(0.0)  # a sum of squares: only rounding could make it negative
-    return nb, mb, m2b, R, c
+    return nb, mb, m2b, R_all, c
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +345,11 @@ class NCStats:
         wdt = self.gemm_dtype or _gemm_dtype(X.dtype)
         if X.dtype != wdt:
             X = X.to(wdt)
-        nb, mb, m2b, R, c = _batch_moments(X, y, self.num_classes)
+        K = self.num_classes
+        # Classes already seen are the only ones with a merge term; reserve rows for them.
+        seen_before = self.counts > 0
+        nb, mb, m2b, R_all, c = _batch_moments(X, y, K, spare_rows=int(seen_before.sum()))
+        B = X.shape[0]
 
         # Chan et al.'s merge.  The batch's scatter about its class means is R^T R - sum_k n_k c_k c_k^T
         # (R is centred on a first estimate a_k of the class mean, c_k = mean_b,k - a_k is tiny);
@@ -351,7 +360,8 @@ class NCStats:
         delta = mb - self.means
         seen = torch.nonzero(w > 0).squeeze(1)
         present = torch.nonzero(nb > 0).squeeze(1)
-        pos = torch.cat([R, (delta.index_select(0, seen) * w.index_select(0, seen).sqrt()[:, None]).to(wdt)])
+        R_all[B : B + seen.shape[0]] = delta.index_select(0, seen) * w.index_select(0, seen).sqrt()[:, None]
+        pos = R_all[: B + seen.shape[0]]
         neg = (c.index_select(0, present).to(torch.float64) * nb.index_select(0, present).sqrt()[:, None]).to(wdt)
         self._add_gram(pos, 1.0)
         self._add_gram(neg, -1.0)
