@@ -53,7 +53,7 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from nclab.metrics import METRIC_NAMES, NC4Counter, NCMetrics, NCStats
+from nclab.metrics import NC4Counter, NCMetrics, NCStats
 
 __all__ = [
     "TrainConfig",
@@ -75,11 +75,9 @@ __all__ = [
     "eval_epochs",
     "read_log",
     "LOG_KEYS",
-    "MODELS",
     "EVAL_SCHEDULES",
 ]
 
-MODELS = ("resnet18", "mlp")
 EVAL_SCHEDULES = ("every", "log")
 
 #: Keys of every evaluated epoch's record in log.jsonl, besides the metric names.
@@ -125,10 +123,11 @@ class TrainConfig:
     dataset : "mnist" or "fashion-mnist" (:data:`nclab.nets.data.DATASETS`).
     model : "resnet18" (CIFAR-style, 3x3 stem) or "mlp".
     head : "learned", "etf" (fixed simplex ETF, a buffer) or "normalized" (unit W and h/|h|).
-    feature_dim : penultimate dimension d (None: the backbone's own, 512 for resnet18).
+    feature_dim : penultimate dimension d (None: the backbone's own, 512 for both).
         An ETF head needs d >= K-1.
-    tau : temperature of the normalized head (logits = tau * cosines; with K = 10 the
-        cross-entropy cannot go below log(1 + 9 exp(-10 tau/9)), 1.18 at tau = 1, hence 10).
+    tau : temperature of the normalized head: logits = tau * cosines, so with K = 10 the
+        cross-entropy cannot go below log(1 + 9 exp(-10 tau/9)) (the normalized UFM's optimum,
+        REFERENCE.md section 2): 1.38 at tau = 1, 1.3e-4 at the default tau = 10.
     bias : head bias (None: the head's default, learned True, etf False, normalized none).
     per_class : balanced training subset of n images per class (None: all); seeded by ``seed``.
     test_per_class : likewise for the test set (None: all of it).
@@ -169,6 +168,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the option, the value and what is allowed."""
+        from nclab.nets.backbones import MODELS
         from nclab.nets.data import DATASETS
         from nclab.nets.heads import HEADS
 
@@ -582,7 +582,7 @@ def _progress(enabled: bool):
 
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
@@ -622,6 +622,7 @@ class _Run:
         if self.K != K:  # pragma: no cover - data.py and num_classes disagree
             raise RuntimeError(f"{config.dataset}: num_classes says {K}, the data has {self.K}")
         if device.type == "cuda":  # MNIST-sized sets fit: no host-to-device copy per batch
+            torch.backends.cudnn.benchmark = True  # fixed input size; GPU runs are not bitwise reproducible anyway
             self.train_x, self.train_y = self.train_x.to(device), self.train_y.to(device)
             self.test_x, self.test_y = self.test_x.to(device), self.test_y.to(device)
         if env.active and config.batch_size % env.world_size:
@@ -666,7 +667,8 @@ class _Run:
         if resuming:
             saved = json.loads((out / CONFIG).read_text()) if (out / CONFIG).is_file() else {}
             _check_resumable(config, saved, out)
-            state = torch.load(ckpt, map_location=self.device, weights_only=False)
+            # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
             self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
