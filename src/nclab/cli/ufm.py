@@ -1,7 +1,210 @@
-"""`nclab ufm ...` commands (filled in by the UFM work)."""
+"""`nclab ufm solve`: solve an unconstrained feature model and compare with its closed form.
+
+A thin layer over :func:`nclab.ufm.run.run_solver`: options -> problem and solver -> a rich summary
+table, a JSON result (``--json``, written atomically) and a figure (``--plot``).  Bad options
+print a one-line error and exit with status 2.
+
+    nclab ufm solve --loss ce --classes 10 --per-class 100 --dim 64 --lambda-w 5e-4 --lambda-h 5e-4
+    nclab ufm solve --loss sphere --points 20 --dim 3 --tau 5 --solver rtr --plot sphere.png
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+ufm_app = typer.Typer(
+    name="ufm",
+    help="Unconstrained feature models: solve, compare with the closed-form optimum.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class Loss(str, Enum):
+    ce = "ce"
+    mse = "mse"
+    normalized = "normalized"
+    sphere = "sphere"
+
+
+class SolverName(str, Enum):
+    lbfgs = "lbfgs"
+    gd = "gd"
+    rgd = "rgd"
+    rcg = "rcg"
+    rtr = "rtr"
+
+
+#: Which command-line options apply to which loss, and the problem option each one sets.
+_OPTION_MAP = {
+    "classes": ("--classes", "K", ("ce", "mse", "normalized")),
+    "per_class": ("--per-class", "n", ("ce", "mse", "normalized")),
+    "points": ("--points", "n_points", ("sphere",)),
+    "dim": ("--dim", "d", ("ce", "mse", "normalized", "sphere")),
+    "lambda_w": ("--lambda-w", "lw", ("ce", "mse")),
+    "lambda_h": ("--lambda-h", "lh", ("ce", "mse")),
+    "lambda_b": ("--lambda-b", "lb", ("ce", "mse")),
+    "bias": ("--bias/--no-bias", "bias", ("ce", "mse")),
+    "tau": ("--tau", "tau", ("normalized", "sphere")),
+}
+
+_SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")
+_SPHERE_METRICS = ("frame_potential", "frame_potential_bound", "frame_potential_excess", "welch_bound",
+                   "max_coherence", "etf_gram_error")
+
+
+def fail(message: str) -> None:
+    """Print a one-line error (no traceback) and exit with status 2."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def problem_options(loss: str, given: dict) -> dict:
+    """Map the command line's options to ``make_problem`` options; an option that does not apply
+    to ``loss`` is an error (ValueError naming it), an option left out takes the default."""
+    out = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        flag, name, losses = _OPTION_MAP[key]
+        if loss not in losses:
+            raise ValueError(f"{flag} does not apply to --loss {loss} (it applies to: {', '.join(losses)})")
+        out[name] = value
+    return out
+
+
+def _fmt(v, spec=".6g") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return format(v, spec)
+    return str(v)
+
+
+def summary_table(result: dict) -> Table:
+    """A rich table of a :func:`nclab.ufm.run.solve` result."""
+    p = result["problem"]
+    title = f"UFM {result['loss']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "loss" and v is not None)
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    ev = result["evaluations"]
+    rows = [
+        ("solver", result["solver"]),
+        ("objective f", _fmt(result["objective"], ".15g")),
+        ("closed-form optimum f*", _fmt(result["optimum"], ".15g")),
+        ("gap f - f*", _fmt(result["gap"], ".3e")),
+        ("relative gap", _fmt(result["relative_gap"], ".3e")),
+        ("Riemannian gradient norm", _fmt(result["grad_norm"], ".3e")),
+        ("iterations", str(result["iterations"])),
+        ("evaluations (cost/grad/hess)", f"{ev['cost']}/{ev['grad']}/{ev['hess']}"),
+        ("seconds", _fmt(result["seconds"], ".3f")),
+        ("stop reason", result["stop_reason"]),
+    ]
+    names = _SPHERE_METRICS if result["loss"] == "sphere" else _SUMMARY_METRICS
+    for name in names:
+        if name in result["metrics"]:
+            rows.append((name, _fmt(result["metrics"][name], ".3e")))
+    for name, v in result.get("structure", {}).items():
+        rows.append((f"structure: {name}", _fmt(v, ".3e")))
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def solve_command(
+    loss: Loss = typer.Option(Loss.ce, "--loss", help="ce | mse | normalized | sphere"),
+    classes: Optional[int] = typer.Option(None, "--classes", help="K, number of classes (default 4)"),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="n, samples per class (default 5)"),
+    points: Optional[int] = typer.Option(None, "--points", help="sphere: number of points n (default 4)"),
+    dim: Optional[int] = typer.Option(None, "--dim", help="d, feature dimension (default K; sphere: 3)"),
+    lambda_w: Optional[float] = typer.Option(None, "--lambda-w", help="weight decay of W (default 5e-3)"),
+    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help="weight decay of H (default 5e-3)"),
+    lambda_b: Optional[float] = typer.Option(None, "--lambda-b", help="weight decay of b (default 0)"),
+    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="learn a bias b (default: yes)"),
+    tau: Optional[float] = typer.Option(None, "--tau", help="temperature (normalized, sphere; default 5)"),
+    solver: SolverName = typer.Option(SolverName.lbfgs, "--solver", help="lbfgs | gd | rgd | rcg | rtr"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random start"),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="iteration cap (default: the solver's)"),
+    tol: float = typer.Option(1e-8, "--tol", help="stop when the Riemannian gradient norm <= tol"),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="wall-clock cap in seconds"),
+    metrics_every: int = typer.Option(10, "--metrics-every", help="NC metrics every k iterations (0: end only)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON here"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write the figure (gap and nc1 / frame potential) here"),
+) -> None:
+    """Solve a UFM from a random start; print objective, closed-form optimum, gap, NC metrics and
+    the minimiser's structure; optionally write JSON and a figure."""
+    from nclab.ufm.problems import make_problem
+    from nclab.ufm.run import plot_result, run_solver, write_json
+
+    try:
+        opts = problem_options(
+            loss.value,
+            dict(classes=classes, per_class=per_class, points=points, dim=dim, lambda_w=lambda_w,
+                 lambda_h=lambda_h, lambda_b=lambda_b, bias=bias, tau=tau),
+        )
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
+        if max_iter is not None and max_iter < 0:
+            raise ValueError(f"--max-iter must be >= 0, got {max_iter}")
+        if not tol >= 0:
+            raise ValueError(f"--tol must be >= 0, got {tol}")
+        if max_time is not None and not max_time > 0:
+            raise ValueError(f"--max-time must be > 0, got {max_time}")
+        if metrics_every < 0:
+            raise ValueError(f"--metrics-every must be >= 0, got {metrics_every}")
+        if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise ValueError(f"--plot must end in .png, .pdf or .svg, got {plot.name!r}")
+        problem = make_problem(loss.value, **opts)
+    except ValueError as err:
+        fail(str(err))
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    optimum = problem.optimum
+    solver_opts = {} if max_time is None else {"max_time": max_time}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(f"{solver.value} on {loss.value}", total=None)
+        last = [0.0]
+
+        def callback(it, x, f, gnorm):
+            now = time.perf_counter()
+            if now - last[0] >= 0.1:
+                last[0] = now
+                gap = "" if optimum is None else f"  gap {f - optimum:.3e}"
+                progress.update(task, description=f"{solver.value} on {loss.value}: iter {it}  f {f:.10g}{gap}  |grad| {gnorm:.2e}")
+            return False
+
+        try:
+            _, result = run_solver(problem, solver.value, seed, max_iter=max_iter, tol=tol,
+                                   metrics_every=metrics_every, callback=callback, **solver_opts)
+        except ValueError as err:
+            fail(str(err))
+    console.print(summary_table(result))
+    if json_out is not None:
+        write_json(json_out, result)
+        console.print(f"wrote {json_out}")
+    if plot is not None:
+        plot_result(result, plot)
+        console.print(f"wrote {plot}")
+
+
+ufm_app.command("solve")(solve_command)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(ufm_app, name="ufm")

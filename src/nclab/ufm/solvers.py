@@ -487,17 +487,15 @@ def _armijo(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, shrink
     """Backtracking until ``f(R_x(t d)) <= f(x) + c1 t <grad f, d>`` (cost-only trials).
 
     Returns (new point with cost, step, ok).  A roundoff allowance of a few ulps of f(x) is
-    granted so that the search does not fail in the last digits of convergence."""
+    granted so that the search does not fail in the last digits of convergence (there the
+    relative-change test ``ftol`` stops the solver instead)."""
     t = t0
     slack = 8 * _EPS * abs(p.f)
-    best = None
     for _ in range(max_trials):
         q = sp.retr(p, d, t)
         f = sp.cost(q)
         if math.isfinite(f) and f <= p.f + c1 * t * slope + slack:
-            return q, t, f < p.f or best is None and f <= p.f
-        if math.isfinite(f) and (best is None or f < best[0].f):
-            best = (q, t)
+            return q, t, True
         t *= shrink
     return p, 0.0, False
 

@@ -1,0 +1,339 @@
+"""Solve a UFM problem end to end: problem and solver from options, a result dict, JSON and a figure.
+
+Data flow (STYLE.md): ``make_problem(loss, **options)`` -> ``problem.random_start(seed)`` -> a
+solver of :data:`nclab.ufm.solvers.SOLVERS` -> the point -> objective, closed-form optimum and gap,
+neural-collapse metrics (REFERENCE.md section 3; frame statistics for the sphere problem), the
+minimiser's structure compared with the closed form (REFERENCE.md section 2) -> a JSON-ready dict,
+written atomically, and a figure.
+
+Example
+-------
+>>> from nclab.ufm.run import solve
+>>> r = solve("ce", "lbfgs", seed=0, K=4, n=5, d=4, lw=5e-3, lh=5e-3)
+>>> r["relative_gap"] < 1e-9 and r["metrics"]["nc1"] < 1e-6
+True
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from nclab.geometry import etf_gram_error
+from nclab.io import write_json_atomic
+from nclab.ufm.problems import make_problem
+from nclab.ufm.solvers import SOLVERS, get_solver
+
+__all__ = [
+    "solve",
+    "run_solver",
+    "closed_form_checks",
+    "write_json",
+    "plot_result",
+    "gap_history",
+    "RESULT_KEYS",
+    "MAX_LOG_RECORDS",
+]
+
+#: Keys every result of :func:`solve` has (the JSON schema's top level).
+RESULT_KEYS = (
+    "loss",
+    "problem",
+    "solver",
+    "seed",
+    "options",
+    "objective",
+    "optimum",
+    "gap",
+    "relative_gap",
+    "grad_norm",
+    "iterations",
+    "seconds",
+    "stop_reason",
+    "evaluations",
+    "metrics",
+    "structure",
+    "log",
+)
+
+#: The JSON keeps at most this many iteration records (evenly thinned; records with metrics,
+#: the first and the last are always kept).
+MAX_LOG_RECORDS = 2000
+
+
+def closed_form_checks(problem, x) -> dict[str, float | None]:
+    """How far the point is from the minimiser's structure (REFERENCE.md section 2).
+
+    All entries are relative errors (0 at a global minimiser):
+
+    * CE (balanced, beta < 1/K): ``bias_spread`` = std of b / (1 + |b|) (b = b* 1),
+      ``feature_ratio_error`` = |H - sqrt(lw/(n lh)) W[labels]|/|H|,
+      ``norm_error`` = max_k ||w_k|^2 - rho*| / rho* with rho* = m* (K-1)/K sqrt(n lh/lw),
+      ``etf_W`` = nclab.geometry.etf_gram_error(W);
+      beta >= 1/K: ``zero_norm`` = |(W, H)|_F (the minimiser is W = H = 0);
+    * MSE: ``bias_error`` = |b - b*|_inf (b* = 1/K with a free bias),
+      ``feature_ratio_error`` = |H - sqrt(lw/(n lh)) W[labels]|/|H| (balanced factors),
+      ``etf_W`` (free bias) / ``orthogonality_W`` (no bias: |W W^T/|W W^T|_F - I/sqrt(K)|_F);
+    * normalized: ``feature_error`` = max |h_{k,i} - w_k|, ``etf_W``;
+    * sphere: ``frame_potential_excess`` = FP / max(n, n^2/d) - 1 and, for d >= n-1, ``etf_X``.
+
+    Entries that do not apply are absent; a problem without a closed form gives {}."""
+    loss = getattr(problem, "loss", "")
+    out: dict[str, float | None] = {}
+    if loss == "sphere":
+        X = x[0].detach()
+        n, d = X.shape
+        G = X @ X.T
+        fp = float((G * G).sum())
+        out["frame_potential_excess"] = fp / max(n, n * n / d) - 1.0
+        if problem.optimum is not None:
+            out["etf_X"] = etf_gram_error(X)
+        return out
+    if problem.optimum is None:
+        return out
+    W, H = x[0].detach(), x[1].detach()
+    b = x[2].detach() if len(x) > 2 else None
+    labels = problem.labels
+    if loss == "normalized":
+        out["feature_error"] = float((H - W[labels]).abs().max())
+        out["etf_W"] = etf_gram_error(W)
+        return out
+    K, n, lw, lh = problem.K, problem.n, problem.lw, problem.lh
+    beta = math.sqrt(n * lw * lh)
+    zero = beta >= 1.0 / K if loss == "ce" else K * beta >= 1.0
+    if zero:
+        out["zero_norm"] = math.sqrt(float((W * W).sum() + (H * H).sum()))
+        return out
+    c = math.sqrt(lw / (n * lh))
+    hn = float(H.norm())
+    out["feature_ratio_error"] = float((H - c * W[labels]).norm()) / hn if hn > 0 else math.inf
+    if loss == "ce":
+        m = math.log(1.0 / beta - (K - 1))
+        rho = m * (K - 1) / K * math.sqrt(n * lh / lw)
+        out["norm_error"] = float(((W * W).sum(1) - rho).abs().max()) / rho
+        out["etf_W"] = etf_gram_error(W)
+        if b is not None:
+            out["bias_spread"] = float(b.std(unbiased=False)) / (1.0 + float(b.abs().mean()))
+    elif loss == "mse":
+        if b is not None and problem.lb == 0:
+            out["bias_error"] = float((b - 1.0 / K).abs().max())
+            out["etf_W"] = etf_gram_error(W)
+        elif b is None and problem.d >= K:
+            G = W @ W.T
+            out["orthogonality_W"] = float((G / G.norm() - torch.eye(K, dtype=G.dtype) / math.sqrt(K)).norm())
+    return out
+
+
+def _sphere_metrics(metrics: dict) -> dict:
+    m = dict(metrics)
+    fp, bound = m.get("frame_potential"), m.get("frame_potential_bound")
+    if fp is not None and bound:
+        m["frame_potential_excess"] = fp / bound - 1.0
+    return m
+
+
+def run_solver(
+    problem,
+    solver: str | Callable = "lbfgs",
+    seed: int = 0,
+    *,
+    x0=None,
+    max_iter: int | None = None,
+    tol: float = 1e-8,
+    metrics_every: int = 10,
+    callback: Callable | None = None,
+    **solver_options,
+) -> tuple[tuple, dict]:
+    """Run ``solver`` on an existing ``problem`` from ``problem.random_start(seed)`` (or ``x0``).
+
+    Returns ``(x, result)``: the point (tuple of tensors) and the result dict of :func:`solve`.
+    ``tol`` is the solver's ``gtol`` (Riemannian gradient norm); ``solver_options`` go to the solver
+    unchanged (e.g. ``memory=5`` for L-BFGS, ``step="fixed", lr=10`` for RGD)."""
+    fn = get_solver(solver) if isinstance(solver, str) else solver
+    name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    opts = dict(solver_options)
+    if max_iter is not None:
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+            raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+        opts["max_iter"] = max_iter
+    opts.setdefault("gtol", float(tol))
+    opts["metrics_every"] = metrics_every
+    if callback is not None:
+        opts["callback"] = callback
+    if x0 is None:
+        x0 = problem.random_start(seed)
+    x, log = fn(problem, x0, **opts)
+    f = float(problem.cost(x))
+    opt = problem.optimum
+    gap = None if opt is None else f - opt
+    metrics = log.final.get("metrics") or {}
+    if getattr(problem, "loss", "") == "sphere":
+        metrics = _sphere_metrics(metrics)
+    result: dict[str, Any] = {
+        "loss": getattr(problem, "loss", ""),
+        "problem": problem.describe(),
+        "solver": name,
+        "seed": seed,
+        "options": {**problem.describe(), "solver": name, "seed": seed, "tol": tol,
+                    "max_iter": max_iter, **{k: v for k, v in opts.items() if k != "callback"}},
+        "objective": f,
+        "optimum": opt,
+        "gap": gap,
+        "relative_gap": None if gap is None else gap / max(abs(opt), 1e-300),
+        "grad_norm": float(log.final.get("grad_norm", math.nan)),
+        "iterations": log.n_iter,
+        "seconds": log.seconds,
+        "stop_reason": log.stop_reason,
+        "evaluations": {"cost": log.n_cost, "grad": log.n_grad, "hess": log.n_hess},
+        "metrics": metrics,
+        "structure": closed_form_checks(problem, x),
+        "log": log.to_dict(),
+    }
+    return x, result
+
+
+def solve(
+    loss: str = "ce",
+    solver: str = "lbfgs",
+    seed: int = 0,
+    max_iter: int | None = None,
+    tol: float = 1e-8,
+    *,
+    metrics_every: int = 10,
+    callback: Callable | None = None,
+    solver_options: dict | None = None,
+    **problem_options,
+) -> dict:
+    """Build ``make_problem(loss, **problem_options)``, solve it from ``random_start(seed)`` with
+    ``solver`` (a :data:`SOLVERS` name) and return a JSON-ready dict with (at least)
+    :data:`RESULT_KEYS`:
+
+    * ``objective``, ``optimum`` (closed form, None when unknown), ``gap`` = objective - optimum
+      (None without an optimum), ``relative_gap`` = gap/|optimum|, ``grad_norm`` (Riemannian),
+      ``iterations``, ``seconds``, ``stop_reason``, ``evaluations`` (cost, grad, hess counts);
+    * ``metrics``: ``problem.metrics`` at the solution -- the REFERENCE.md NC metrics, or for the
+      sphere problem frame_potential, frame_potential_bound, frame_potential_excess
+      (= FP/bound - 1), welch_bound, max_coherence, etf_gram_error;
+    * ``structure``: :func:`closed_form_checks` (distance to the closed-form minimiser's structure);
+    * ``options`` (problem and solver options), ``problem`` (``problem.describe()``), ``log``
+      (:meth:`SolverLog.to_dict`, metrics every ``metrics_every`` iterations).
+
+    ``tol`` is the stopping tolerance on the Riemannian gradient norm; ``max_iter`` None keeps the
+    solver's default.  Bad options raise ValueError with a message naming the option."""
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    problem = make_problem(loss, **problem_options)
+    _, result = run_solver(
+        problem, solver, seed, max_iter=max_iter, tol=tol, metrics_every=metrics_every,
+        callback=callback, **(solver_options or {}),
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+def _thin(records: list, limit: int) -> list:
+    if len(records) <= limit:
+        return records
+    step = math.ceil(len(records) / limit)
+    last = len(records) - 1
+    return [r for i, r in enumerate(records) if i % step == 0 or i == last or "metrics" in r]
+
+
+def write_json(path, result: dict, *, max_records: int = MAX_LOG_RECORDS) -> Path:
+    """Write a result (or a list of results) as JSON atomically (temporary file + os.replace,
+    :func:`nclab.io.write_json_atomic`); iteration logs longer than ``max_records`` are thinned."""
+
+    def prune(r):
+        if isinstance(r, dict) and isinstance(r.get("log"), dict) and "iterations" in r["log"]:
+            r = dict(r)
+            r["log"] = dict(r["log"])
+            r["log"]["iterations"] = _thin(r["log"]["iterations"], max_records)
+        return r
+
+    obj = [prune(r) for r in result] if isinstance(result, list) else prune(result)
+    return write_json_atomic(path, obj)
+
+
+def gap_history(result: dict) -> tuple[list[int], list[float], str]:
+    """(iterations, gaps, label) from a result's log: objective - optimum, or, without a closed
+    form, objective - (best objective seen) (labelled as such)."""
+    recs = result["log"]["iterations"]
+    its = [int(r["iter"]) for r in recs]
+    f = [r["objective"] if r["objective"] is not None else math.nan for r in recs]
+    if result.get("optimum") is not None:
+        ref, label = result["optimum"], "f - f*"
+    else:
+        ref, label = min(v for v in f if math.isfinite(v)), "f - f_best (no closed form)"
+    return its, [v - ref for v in f], label
+
+
+def _metric_history(result: dict, name: str) -> tuple[list[int], list[float]]:
+    its, vals = [], []
+    for r in result["log"]["iterations"]:
+        m = r.get("metrics")
+        if not m:
+            continue
+        if name == "frame_potential_excess":
+            fp, bound = m.get("frame_potential"), m.get("frame_potential_bound")
+            v = None if fp is None or not bound else fp / bound - 1.0
+        else:
+            v = m.get(name)
+        if v is not None and math.isfinite(v):
+            its.append(int(r["iter"]))
+            vals.append(v)
+    return its, vals
+
+
+def _positive(vals, floor=1e-17):
+    return [max(v, floor) if math.isfinite(v) else math.nan for v in vals]
+
+
+def plot_result(result: dict, path=None, *, axes=None, title: str | None = None):
+    """Figure of a result: objective gap against iterations and, on the second axis, nc1 (NC
+    problems) or the frame potential's relative excess FP/(n^2/d) - 1 (sphere), both on log axes
+    (iteration 0 is drawn at 1).  Writes a PNG to ``path`` if given; returns the figure."""
+    import matplotlib
+
+    if path is not None and axes is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    else:
+        fig = axes[0].figure
+    its, gaps, glabel = gap_history(result)
+    x = [max(i, 1) for i in its]
+    axes[0].loglog(x, _positive(gaps), "-", lw=1.4, label=result["solver"])
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel(glabel)
+    axes[0].set_title("objective gap")
+    axes[0].grid(True, which="major", alpha=0.3)
+    sphere = result["loss"] == "sphere"
+    name = "frame_potential_excess" if sphere else "nc1"
+    mi, mv = _metric_history(result, name)
+    axes[1].loglog([max(i, 1) for i in mi], _positive(mv), "o-", ms=3, label=result["solver"])
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel(r"FP$/(n^2/d) - 1$" if sphere else "nc1")
+    axes[1].set_title("frame potential excess" if sphere else "NC1 (within-class variability)")
+    axes[1].grid(True, which="major", alpha=0.3)
+    if title is None:
+        p = result["problem"]
+        title = ", ".join(f"{k}={v}" for k, v in p.items() if v is not None) + f" | {result['solver']}"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
