@@ -95,6 +95,11 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
+#: Relative band within which two objective values are treated as equal by the line searches:
+#: there the derivative decides (approximate Armijo/Wolfe, Hager & Zhang 2005).  The costs are sums
+#: of many terms whose roundoff reaches a few 1e-15 relative; 1e-10 leaves a wide margin and only
+#: matters in the last digits of convergence.
+_FBAND = 1e-10
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,16 +491,24 @@ def _options(name: str, defaults: dict, given: dict) -> dict:
 def _armijo(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, shrink: float = 0.5, max_trials: int = 40):
     """Backtracking until ``f(R_x(t d)) <= f(x) + c1 t <grad f, d>`` (cost-only trials).
 
-    Returns (new point with cost, step, ok).  A roundoff allowance of a few ulps of f(x) is
-    granted so that the search does not fail in the last digits of convergence (there the
-    relative-change test ``ftol`` stops the solver instead)."""
+    Near convergence the decrease falls below the roundoff of f and the test becomes noise; a
+    trial whose cost is within ``_FBAND |f(x)|`` of f(x) is then judged by the approximate Armijo
+    condition of Hager & Zhang (2005), ``<grad f(R_x(t d)), d> <= (2 c1 - 1) <grad f(x), d>``
+    (equivalent to Armijo on a quadratic), which needs the gradient at the trial point.
+    Returns (new point, step, ok); the new point's gradient may already be filled in."""
     t = t0
-    slack = 8 * _EPS * abs(p.f)
+    slack = _FBAND * abs(p.f)
     for _ in range(max_trials):
         q = sp.retr(p, d, t)
         f = sp.cost(q)
-        if math.isfinite(f) and f <= p.f + c1 * t * slope + slack:
-            return q, t, True
+        if math.isfinite(f):
+            if abs(f - p.f) > slack:
+                if f <= p.f + c1 * t * slope:
+                    return q, t, True
+            else:  # f(x+) and f(x) agree to roundoff: decide on the derivative
+                sp.grad(q)
+                if _dot(q.g, d) <= (2 * c1 - 1) * slope:
+                    return q, t, True
         t *= shrink
     return p, 0.0, False
 
@@ -522,10 +535,14 @@ def _wolfe(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, c2: flo
     ``max_evals`` the best point with sufficient decrease is returned (ok still True) and when no
     decrease is found the start is returned with ok False."""
     f0 = p.f
-    slack = 8 * _EPS * abs(f0)
+    slack = _FBAND * abs(f0)
 
-    def armijo_ok(t, f):
-        return f <= f0 + c1 * t * slope + slack
+    def armijo_ok(t, f, df):
+        # sufficient decrease; at the roundoff level of f the approximate form of Hager & Zhang
+        # (2005), phi'(t) <= (2 c1 - 1) phi'(0), decides instead
+        if abs(f - f0) > slack:
+            return f <= f0 + c1 * t * slope
+        return df <= (2 * c1 - 1) * slope
 
     evals = 0
     best = None  # (f, t, point) with sufficient decrease
@@ -535,7 +552,7 @@ def _wolfe(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, c2: flo
         evals += 1
         q = sp.evaluate(sp.retr(p, d, t))
         dq = _dot(q.g, d) if math.isfinite(q.f) else math.nan
-        if math.isfinite(q.f) and armijo_ok(t, q.f) and (best is None or q.f < best[0]):
+        if math.isfinite(q.f) and armijo_ok(t, q.f, dq) and (best is None or q.f < best[0]):
             best = (q.f, t, q)
         return q, dq
 
@@ -550,7 +567,7 @@ def _wolfe(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, c2: flo
             if abs(width) <= 1e-14 * max(abs(lo), abs(hi)):
                 break
             q, dq = trial(t)
-            if not math.isfinite(q.f) or not armijo_ok(t, q.f) or q.f >= flo:
+            if not math.isfinite(q.f) or not armijo_ok(t, q.f, dq) or (q.f >= flo and q.f > f0 + slack):
                 hi, fhi, dhi = t, q.f, dq
             else:
                 if abs(dq) <= -c2 * slope:
@@ -568,7 +585,7 @@ def _wolfe(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, c2: flo
         q, dq = trial(t)
         if not math.isfinite(q.f):  # overshoot into overflow: pull back
             return zoom(t_prev, f_prev, d_prev, q_prev, t, math.inf, math.nan)
-        if not armijo_ok(t, q.f) or (evals > 1 and q.f >= f_prev):
+        if not armijo_ok(t, q.f, dq) or (evals > 1 and q.f >= f_prev and q.f > f0 + slack):
             return zoom(t_prev, f_prev, d_prev, q_prev, t, q.f, dq)
         if abs(dq) <= -c2 * slope:
             return q, t, True
@@ -729,7 +746,7 @@ def lbfgs(problem, x0, **options):
             q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
         else:
             q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-            if ok:
+            if ok and q.g is None:
                 sp.grad(q)
         if not ok and len(mem):  # retry along the steepest descent direction
             mem.clear()
@@ -740,7 +757,7 @@ def lbfgs(problem, x0, **options):
                 q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
             else:
                 q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-                if ok:
+                if ok and q.g is None:
                     sp.grad(q)
         if not ok:
             mon.record(it - 1, p, force=True)
@@ -854,7 +871,8 @@ def riemannian_gradient_descent(problem, x0, **options):
             if not ok:
                 return mon.finish(it - 1, p, "line search failed (no decrease)")
             t_next = 2.0 * t if t == t_next else t
-            sp.grad(q)
+            if q.g is None:
+                sp.grad(q)
         f_prev, p = p.f, q
         mon.record(it, p)
         reason = mon.check(it, p, f_prev)
@@ -907,7 +925,7 @@ def conjugate_gradient(problem, x0, **options):
             q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
         else:
             q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-            if ok:
+            if ok and q.g is None:
                 sp.grad(q)
         if not ok and since_restart > 0:
             d = torch.neg(p.g)
@@ -918,7 +936,7 @@ def conjugate_gradient(problem, x0, **options):
                 q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
             else:
                 q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-                if ok:
+                if ok and q.g is None:
                     sp.grad(q)
         if not ok:
             return mon.finish(it - 1, p, "line search failed (no decrease)")
