@@ -52,8 +52,9 @@ def metrics_command(
     weighted_mean: bool = typer.Option(False, "--weighted-mean", help="global mean of all features instead of the mean of class means"),
     empty: Empty = typer.Option(Empty.raise_, "--empty", help="a class without samples: raise, or drop it and report"),
 ) -> None:
-    """Compute every neural-collapse metric of a feature file: a table, and JSON with exactly the
-    metric names of REFERENCE.md as keys (null where not computable)."""
+    """Compute every neural-collapse metric of a feature file (table; JSON keyed by the REFERENCE.md names).
+
+    JSON values are null where a metric is not computable (W-metrics and nc4 without a classifier)."""
     from nclab.io import load_feature_file, write_json_atomic
     from nclab.metrics import compute_metrics
 
@@ -84,8 +85,9 @@ def demo_command(
     out: Path = typer.Option(Path("results/demo"), "--out", help="folder for tables (JSON) and figures (PNG)"),
     quick: bool = typer.Option(False, "--quick", help="smaller settings (for tests)"),
 ) -> None:
-    """The main job on embedded defaults: the four UFM problems solved and compared with their
-    closed forms, then the planted-ETF metrics demo."""
+    """The main job on embedded defaults: the four UFMs vs their closed forms, then the metrics demo.
+
+    Writes tables (JSON) and figures (PNG) under --out."""
     from nclab.demo import run_metrics_demo
 
     try:
