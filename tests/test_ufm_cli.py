@@ -1,0 +1,118 @@
+"""`nclab ufm solve` (nclab.cli.ufm) and the UFM demo (nclab.ufm.demo), through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nclab.cli import app
+from nclab.ufm.run import RESULT_KEYS
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _run(*args):
+    return runner.invoke(app, ["ufm", "solve", *args])
+
+
+def test_solve_writes_json_with_the_required_keys_and_a_png(tmp_path):
+    out, fig = tmp_path / "sub" / "ce.json", tmp_path / "ce.png"
+    res = _run("--loss", "ce", "--classes", "4", "--per-class", "3", "--dim", "3", "--lambda-w", "5e-3",
+               "--lambda-h", "1e-2", "--lambda-b", "0", "--bias", "--solver", "lbfgs", "--seed", "2",
+               "--max-iter", "2000", "--tol", "1e-10", "--json", str(out), "--plot", str(fig))
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(RESULT_KEYS) <= set(data)
+    assert {"objective", "optimum", "gap", "grad_norm", "iterations", "seconds", "solver", "metrics"} <= set(data)
+    assert data["solver"] == "lbfgs" and data["problem"]["K"] == 4 and data["problem"]["d"] == 3
+    assert data["problem"]["lh"] == 1e-2 and data["options"]["seed"] == 2
+    assert abs(data["gap"]) <= 1e-9 * data["optimum"]
+    assert data["metrics"]["nc1"] < 1e-6
+    assert data["log"]["iterations"][-1]["iter"] == data["iterations"]
+    assert fig.read_bytes()[:8] == PNG_MAGIC
+    assert not list(out.parent.glob("*.tmp"))  # atomic write leaves no temporary file
+    assert "closed-form optimum" in res.output and "relative gap" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,key",
+    [
+        (["--loss", "sphere", "--points", "9", "--dim", "3", "--tau", "3", "--solver", "rtr"], "frame_potential"),
+        (["--loss", "normalized", "--classes", "3", "--per-class", "2", "--tau", "4", "--solver", "rcg"], "nc1"),
+        (["--loss", "mse", "--no-bias", "--solver", "rgd"], "nc1"),
+        (["--loss", "ce", "--solver", "gd", "--max-iter", "30"], "nc1"),
+    ],
+)
+def test_solve_for_every_loss(tmp_path, args, key):
+    out = tmp_path / "r.json"
+    res = _run(*args, "--json", str(out), "--plot", str(tmp_path / "r.png"))
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert key in data["metrics"]
+    assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC
+    if data["loss"] == "sphere":
+        assert data["optimum"] is None and data["gap"] is None  # n > d + 1: no closed form
+        assert data["metrics"]["frame_potential_bound"] == pytest.approx(27.0)
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--classes", "1"], "K must be >= 2"),
+        (["--lambda-w", "-1e-3"], "lw must be > 0"),
+        (["--loss", "mse", "--lambda-h", "-2"], "lh must be > 0"),
+        (["--lambda-b", "-1"], "lb must be >= 0"),
+        (["--loss", "normalized", "--tau", "0"], "tau must be > 0"),
+        (["--loss", "sphere", "--tau", "-1"], "tau must be > 0"),
+        (["--dim", "0"], "d must be >= 1"),
+        (["--loss", "sphere", "--points", "1"], "n_points must be >= 2"),
+        (["--loss", "ce", "--tau", "2"], "--tau does not apply to --loss ce"),
+        (["--loss", "sphere", "--classes", "3"], "--classes does not apply to --loss sphere"),
+        (["--tol", "-1"], "--tol must be >= 0"),
+        (["--max-iter", "-5"], "--max-iter must be >= 0"),
+        (["--plot", "figure.jpeg"], "--plot must end in"),
+    ],
+)
+def test_bad_options_give_a_one_line_error_and_exit_code_2(args, fragment):
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert fragment in " ".join(res.output.split())  # rich may wrap a long line
+    assert "error:" in res.output
+
+
+def test_unknown_solver_is_a_usage_error():
+    res = _run("--solver", "newton")
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and "newton" in res.output
+
+
+def test_demo_writes_a_table_json_and_figures(tmp_path):
+    from rich.console import Console
+
+    from nclab.ufm.demo import run_ufm_demo
+
+    console = Console(record=True, width=120)
+    results = run_ufm_demo(tmp_path, console=console, solvers=("lbfgs", "rtr"))
+    assert [r["loss"] for r in results] == ["ce", "mse", "normalized", "sphere"]
+    for r in results:
+        assert abs(r["relative_gap"]) <= 1e-9
+        assert (tmp_path / f"ufm_{r['loss']}.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "ufm_demo.png").read_bytes()[:8] == PNG_MAGIC
+    summary = json.loads((tmp_path / "ufm_demo.json").read_text())
+    assert len(summary["results"]) == 4 and set(summary["solver_comparison"]) == {"ce", "mse", "normalized", "sphere"}
+    excess = [s["frame_potential_excess"] for s in summary["sphere_sweep"]]
+    assert excess[-1] < excess[0]
+    assert "closed form" in console.export_text()
