@@ -95,7 +95,8 @@ def test_train_two_runs_then_plot(data_dir, tmp_path):
 
 def test_reproduce_heads_plan():
     cpu = heads_configs("mnist", full=False, out="o")
-    assert [(c.head, c.feature_dim) for c in cpu] == [("learned", None), ("etf", None), ("etf", 10), ("normalized", None)]
+    assert [(c.head, c.feature_dim, c.etf_rotation) for c in cpu] == [
+        ("learned", None, False), ("etf", None, True), ("etf", 10, False), ("normalized", None, False)]
     assert all(c.model == "mlp" and c.device == "cpu" and c.resume for c in cpu)
     full = heads_configs("fashion-mnist", full=True, out="o", epochs=7)
     assert all(c.model == "resnet18" and c.per_class is None and c.epochs == 7 for c in full)

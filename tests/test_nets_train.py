@@ -169,3 +169,46 @@ def test_schedules():
     ep = eval_epochs(cfg)
     assert ep[0] == 1 and ep[-1] == 200 and len(ep) <= 21 and ep == sorted(set(ep))
     assert eval_epochs(TrainConfig(epochs=5)) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.gpu
+def test_cuda_run_and_resume(data_dir, tmp_path):
+    """On a GPU: data and model on the device, cuda peak memory logged, resume from a checkpoint
+    saved there, and the logged metrics are those of the checkpointed weights (recomputed on CPU)."""
+    cfg = tiny(data_dir, tmp_path / "gpu", head="etf", feature_dim=10, device="cuda", stop_after=2)
+    train(cfg, progress=False)
+    train(tiny(data_dir, tmp_path / "gpu", head="etf", feature_dim=10, device="cuda", resume=True), progress=False)
+    log = read_log(tmp_path / "gpu")
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert all(r["memory_kind"] == "cuda_max_allocated" and r["peak_memory_mb"] > 0 for r in log)
+    net = _build(cfg)
+    net.load_state_dict(torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=False, map_location="cpu")["model"])
+    images, labels = load_dataset("mnist", data_dir, train=True, per_class=30, seed=0).tensors
+    cpu, ex, _ = collapse_metrics(net, images, labels, num_classes=10)
+    assert math.isclose(log[-1]["nc1"], cpu.nc1, rel_tol=1e-3)
+    assert math.isclose(log[-1]["train_acc"], ex.accuracy, abs_tol=2 / labels.numel())
+
+
+def test_etf_frame_reaches_every_class_with_relu_features(data_dir, tmp_path):
+    """The backbones end with a ReLU: features are non-negative.  With d = K the default (unrotated)
+    frame still lets every class win somewhere (h = e_k); seed 0's rotation does not (one class's
+    decision cone misses the orthant), which is why etf_rotation is off by default."""
+    from scipy.optimize import linprog
+
+    def reachable(W):
+        W = W.double().numpy()
+        K, d = W.shape
+        return sum(
+            linprog([0.0] * d, A_ub=[W[j] - W[k] for j in range(K) if j != k], b_ub=[-1.0] * (K - 1),
+                    bounds=[(0, None)] * d).status == 0
+            for k in range(K)
+        )
+
+    plain = _build(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0)).head.weight
+    rotated = _build(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0, etf_rotation=True)).head.weight
+    assert reachable(plain) == 10
+    assert reachable(rotated) < 10
+    # and the unrotated d = K network does fit every class of a small training set
+    cfg = tiny(data_dir, tmp_path / "etfk", head="etf", feature_dim=10, epochs=6, lr=0.1)
+    log = train(cfg, progress=False)["final"]
+    assert log["train_acc"] > 0.9 and log["ncc_acc"] > 0.9

@@ -7,15 +7,16 @@ features and classifiers reach collapse faster (Yaras et al. 2022).
 
 Two scales:
 
-* default (CPU, minutes): an MLP (3 x 512, batch norm) on a balanced MNIST subset of 400 training
-  and 500 test images per class for 40 epochs (:data:`CPU_DEFAULTS`), enough to reach the terminal
-  phase (100% training accuracy, nc1 still falling);
+* default (CPU, minutes): an MLP (3 x 512, batch norm) on a balanced MNIST subset of 1,000
+  training images per class and the whole test set for 100 epochs (:data:`CPU_DEFAULTS`), enough to
+  reach the terminal phase (100% training accuracy, nc1 still falling);
 * ``full=True``: the papers' scale (:data:`FULL_DEFAULTS`): CIFAR-style ResNet18, the full training
   set, 200 epochs, metrics on a log-spaced schedule, on the GPU.
 
 Every run is an ordinary ``nclab train`` run in ``out/<name>`` executed in a fresh process, so that
-the peak resident memory reported on CPU (``getrusage``) is that run's own; a run already finished
-is not repeated and an interrupted one is resumed.  The comparison is written as ``out/heads.json``
+the peak resident memory reported on CPU (``getrusage``) is that run's own; on the CPU one run per
+core goes at a time, each with one torch thread.  A run already finished is not repeated and an
+interrupted one is resumed.  The comparison is written as ``out/heads.json``
 (per run: the final log record, parameter counts, memory, time), ``out/heads.md`` (a markdown
 table), ``out/heads.png`` (:func:`nclab.nets.plot.plot_runs`) and returned.
 """
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,18 +41,23 @@ class HeadRun:
     name: str
     head: str
     d_equals_K: bool = False
+    etf_rotation: bool = False
 
 
-#: The four runs of the comparison.
+#: The four runs of the comparison.  The d = 512 ETF is rotated by the seed so that it spans all
+#: 512 feature dimensions: the frame on the first K axes (Zhu et al.'s) would leave 502 of them
+#: without gradient and make the run the d = K run plus dead units.  The d = K ETF is not rotated:
+#: with non-negative (ReLU) features a rotated frame in d = K can make a class unreachable
+#: (:attr:`nclab.nets.train.TrainConfig.etf_rotation`).
 HEAD_RUNS = (
     HeadRun("learned", "learned"),
-    HeadRun("etf", "etf"),
+    HeadRun("etf", "etf", etf_rotation=True),
     HeadRun("etf_d=K", "etf", d_equals_K=True),
     HeadRun("normalized", "normalized"),
 )
 
 #: CPU default: minutes on 2 cores.
-CPU_DEFAULTS = dict(model="mlp", per_class=400, test_per_class=500, epochs=40, batch_size=128, lr=0.05,
+CPU_DEFAULTS = dict(model="mlp", per_class=1000, test_per_class=None, epochs=100, batch_size=128, lr=0.05,
                     device="cpu", eval_schedule="every")
 #: The papers' scale (Papyan et al. 2020; Zhu et al. 2021): ResNet18, all data, 200 epochs, GPU.
 FULL_DEFAULTS = dict(model="resnet18", per_class=None, test_per_class=None, epochs=200, batch_size=128, lr=0.05, device="auto",
@@ -86,21 +93,12 @@ def heads_configs(dataset: str = "mnist", full: bool = False, out="results/heads
     K = num_classes(dataset)
     configs = []
     for run in HEAD_RUNS:
-        cfg = TrainConfig(dataset=dataset, head=run.head, out=str(Path(out) / run.name), resume=True, **base)
+        cfg = TrainConfig(dataset=dataset, head=run.head, out=str(Path(out) / run.name), resume=True,
+                          etf_rotation=run.etf_rotation, **base)
         if run.d_equals_K:
             cfg.feature_dim = K
         configs.append(cfg.validate())
     return configs
-
-
-def _train_in_child(config: TrainConfig, progress: bool) -> dict:
-    return train(config, progress=progress)
-
-
-def _run_fresh_process(config: TrainConfig, progress: bool) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(_train_in_child, config, progress).result()
 
 
 def _row(name: str, summary: dict) -> dict:
@@ -143,6 +141,13 @@ def rich_table(rows: list[dict], title: str = ""):
     return table
 
 
+def default_jobs(configs: list[TrainConfig]) -> int:
+    """Runs at a time: one per CPU core (at most one per run) on the CPU, one on a GPU."""
+    if any(c.device != "cpu" for c in configs):
+        return 1
+    return max(1, min(len(configs), os.cpu_count() or 1))
+
+
 def reproduce_heads(
     dataset: str = "mnist",
     full: bool = False,
@@ -150,43 +155,75 @@ def reproduce_heads(
     *,
     progress: bool = True,
     fresh_process: bool = True,
+    jobs: int | None = None,
     console=None,
     **overrides,
 ) -> dict:
     """Run (or resume) the four runs of :data:`HEAD_RUNS` and write the comparison.
 
     ``overrides`` go to :func:`heads_configs` (epochs, per_class, device, data_dir, seed, ...).
-    ``fresh_process=False`` trains in this process (faster to start; peak RSS then accumulates
-    over the runs).  Returns ``{"rows": [...], "seconds": wall time, "files": {...}}``.
+    Each run trains in a fresh process (peak RSS is its own); on the CPU ``jobs`` of them at a
+    time (default :func:`default_jobs`: one per core) with ``cpu_count // jobs`` torch threads each,
+    since one thread per process is far faster than two threads fighting over the cores.
+    ``fresh_process=False`` trains here, one run after the other (faster to start; peak RSS then
+    accumulates over the runs).  Returns ``{"rows": [...], "seconds": wall time, "files": {...}}``.
     """
     from rich.console import Console
 
     from nclab.nets.plot import plot_runs
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log file: wide enough for the table
+            console = Console(width=220)
     out = Path(out)
     configs = heads_configs(dataset, full, out, **overrides)
+    jobs = jobs or default_jobs(configs)
+    if fresh_process and all(c.device == "cpu" for c in configs):
+        for c in configs:
+            c.threads = c.threads or max(1, (os.cpu_count() or 1) // jobs)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = []
+    summaries = {}
+    todo = []
     for run, cfg in zip(HEAD_RUNS, configs):
         done = Path(cfg.out) / SUMMARY
         summary = json.loads(done.read_text()) if done.is_file() else None
-        if summary is None or not summary.get("finished"):
-            console.print(f"[bold]{run.name}[/]: {cfg.model}, head {cfg.head}, d = {cfg.feature_dim or 'default'}, "
-                          f"{cfg.epochs} epochs -> {cfg.out}")
-            summary = (_run_fresh_process if fresh_process else train)(cfg, progress)
-        rows.append(_row(run.name, summary))
+        if summary is not None and summary.get("finished"):
+            summaries[run.name] = summary
+        else:
+            todo.append((run, cfg))
+    for run, cfg in todo:
+        console.print(f"[bold]{run.name}[/]: {cfg.model}, head {cfg.head}, d = {cfg.feature_dim or 'default'}, "
+                      f"{cfg.epochs} epochs -> {cfg.out}")
+    if fresh_process and todo:
+        show = progress and jobs == 1  # progress bars of parallel runs would overwrite each other
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(train, cfg, show): run for run, cfg in todo}
+            for fut in as_completed(futures):
+                run = futures[fut]
+                summaries[run.name] = s = fut.result()
+                console.print(f"{run.name} done: train acc {s['final'].get('train_acc')}, "
+                              f"nc1 {s['final'].get('nc1')}, {s['total_seconds']:.0f} s")
+    else:
+        for run, cfg in todo:
+            summaries[run.name] = train(cfg, progress)
+    rows = [_row(run.name, summaries[run.name]) for run in HEAD_RUNS]
     seconds = time.perf_counter() - t0
     scale = "full (papers' scale)" if full else "CPU default"
     c0 = configs[0]
     title = (f"Heads on {dataset}: {c0.model}, {c0.per_class or 'all'} per class, {c0.epochs} epochs, "
              f"lr {c0.lr}, wd {c0.weight_decay}, batch {c0.batch_size} [{scale}]")
     files = {"json": out / "heads.json", "markdown": out / "heads.md", "figure": out / "heads.png"}
-    result = {"title": title, "dataset": dataset, "full": full, "seconds": seconds, "rows": rows,
+    result = {"title": title, "dataset": dataset, "full": full, "seconds": seconds, "jobs": jobs, "rows": rows,
               "configs": [c.to_dict() for c in configs]}
     files["json"].write_text(json.dumps(result, indent=2) + "\n")
-    files["markdown"].write_text(f"## {title}\n\n{markdown_table(rows)}\nTotal wall time of this call: {seconds:.0f} s\n")
+    files["markdown"].write_text(
+        f"## {title}\n\n{markdown_table(rows)}\nWall time of this call: {seconds:.0f} s ({jobs} run(s) at a time); "
+        "time s = one run's training and evaluation time; peak MiB = "
+        f"{rows[0]['memory_kind']} of the run's process.\n"
+    )
     plot_runs([c.out for c in configs], files["figure"], labels=[r.name for r in HEAD_RUNS], title=title)
     console.print(rich_table(rows, title))
     result["files"] = {k: str(v) for k, v in files.items()}

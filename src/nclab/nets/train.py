@@ -98,7 +98,7 @@ LOG_KEYS = (
 )
 
 #: Config fields that may differ between a run and its resumption.
-_RESUME_FREE = ("resume", "stop_after", "device", "data_dir", "out", "download")
+_RESUME_FREE = ("resume", "stop_after", "device", "data_dir", "out", "download", "threads")
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -140,6 +140,13 @@ class TrainConfig:
     out : run directory.  resume : continue from ``out/checkpoint.pt``.
     stop_after : stop (checkpointed) after this epoch although ``epochs`` is larger: a job that
         must fit a time limit continues later with ``resume``; the schedule still uses ``epochs``.
+    threads : torch's intra-op CPU threads for this process (None: torch's default).  One thread
+        per process is much faster than two when another process competes for the cores.
+    etf_rotation : rotate the fixed ETF by the Haar-random orthogonal matrix of ``seed``.  Off by
+        default, as in Zhu et al.'s code (the frame on the first K axes): the backbones end with a
+        ReLU, so features are non-negative, and with d = K a rotated frame can leave a class's
+        decision cone outside the non-negative orthant; that class is then never predicted
+        (seed 0, K = d = 10: 9 classes reachable, training accuracy stuck at 90%).
     """
 
     dataset: str = "mnist"
@@ -165,6 +172,8 @@ class TrainConfig:
     out: str = "runs/train"
     resume: bool = False
     stop_after: int | None = None
+    threads: int | None = None
+    etf_rotation: bool = False
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the option, the value and what is allowed."""
@@ -203,6 +212,7 @@ class TrainConfig:
         integer("eval_points", 1)
         integer("seed", 0)
         integer("stop_after", 1, optional=True)
+        integer("threads", 1, optional=True)
         number("tau", 0.0, strict=True)
         number("lr", 0.0, strict=True)
         number("momentum", 0.0, strict=False)
@@ -535,9 +545,10 @@ def _check_resumable(config: TrainConfig, saved: dict, out: Path) -> None:
 def _build(config: TrainConfig, K: int, in_channels: int, image_size: int):
     """The network of ``config``; its initial weights depend only on ``config.seed``."""
     from nclab.nets.backbones import build_network
+    from nclab.nets.heads import ETFHead
 
     torch.manual_seed(config.seed)  # the global RNG too, for anything that draws from it later
-    return build_network(
+    net = build_network(
         config.model,
         config.head,
         num_classes=K,
@@ -548,6 +559,10 @@ def _build(config: TrainConfig, K: int, in_channels: int, image_size: int):
         seed=config.seed,
         head_bias=config.bias,
     )
+    if isinstance(net.head, ETFHead) and not config.etf_rotation:
+        # build_network rotates the frame by its seed; see TrainConfig.etf_rotation for why not here
+        net.head = ETFHead(net.head.d, K, bias=net.head.bias is not None, seed=None)
+    return net
 
 
 def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -598,6 +613,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     ``out`` already holds a run and ``resume`` is False.
     """
     config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = _resolve_device(str(config.device), int(os.environ.get("LOCAL_RANK", 0)))
     env = _init_distributed(device)
     try:
