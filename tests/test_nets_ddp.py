@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from nclab.metrics import METRIC_NAMES, NCStats, compute_metrics
 from nclab.nets.data import load_dataset
-from nclab.nets.train import TrainConfig, _build, collapse_metrics, read_log, train
+from nclab.nets.train import TrainConfig, build_model, collapse_metrics, read_log, train
 
 PER_CLASS = 25  # 250 images: ranks get 125 each, classes split unevenly between them
 
@@ -41,7 +41,7 @@ def _data(data_dir):
 def _net():
     """A float64 network: its features are float64, so NCStats accumulates them in float64 end to
     end and the only differences left between sharded and single-process are float64 roundings."""
-    return _build(TrainConfig(model="mlp", head="learned", seed=5), 10, in_channels=1, image_size=28).double()
+    return build_model(TrainConfig(model="mlp", head="learned", seed=5)).double()
 
 
 def _worker(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
@@ -111,7 +111,7 @@ def test_torchrun_ddp_training(data_dir, tmp_path):
     assert summary["world_size"] == 2 and summary["finished"]
     # the synced metrics of the last epoch == one process's metrics of the checkpointed model
     cfg = TrainConfig(model="mlp", head="learned", per_class=20, device="cpu")
-    net = _build(cfg, 10, in_channels=1, image_size=28)
+    net = build_model(cfg)
     net.load_state_dict(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["model"])
     images, labels = load_dataset("mnist", data_dir, train=True, per_class=20).tensors
     single, ex, _ = collapse_metrics(net, images, labels, num_classes=10)

@@ -19,6 +19,7 @@ from nclab.nets.heads import ETFHead
 from nclab.nets.train import (
     LOG_KEYS,
     TrainConfig,
+    build_model,
     collapse_metrics,
     eval_epochs,
     extract,
@@ -37,12 +38,6 @@ def tiny(data_dir, out, **kw) -> TrainConfig:
                 device="cpu", data_dir=str(data_dir), out=str(out))
     base.update(kw)
     return TrainConfig(**base)
-
-
-def _build(cfg: TrainConfig):
-    from nclab.nets.train import _build as build
-
-    return build(cfg, 10, in_channels=1, image_size=28)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +67,7 @@ def test_short_run_learns_and_collapses(data_dir, tmp_path, head):
 
 def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path / "etf", head="etf", feature_dim=10, lr=0.1)
-    net = _build(cfg)
+    net = build_model(cfg)
     head = net.head
     assert isinstance(head, ETFHead)
     optimized = {id(p) for g in make_optimizer(net, cfg).param_groups for p in g["params"]}
@@ -93,13 +88,13 @@ def test_normalized_head_rows_stay_unit(data_dir, tmp_path):
     train(cfg, progress=False)
     W = torch.load(tmp_path / "norm" / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
     assert torch.allclose(W.norm(dim=1), torch.ones(10), atol=1e-6)
-    assert not torch.allclose(W, _build(cfg).head.weight)  # it was trained
+    assert not torch.allclose(W, build_model(cfg).head.weight)  # it was trained
 
 
 @pytest.mark.parametrize("head", ["learned", "normalized"])
 def test_extraction_equals_direct_forward_and_compute_metrics(small_mnist, head):
     images, labels = small_mnist
-    net = _build(TrainConfig(model="mlp", head=head, seed=3))
+    net = build_model(TrainConfig(model="mlp", head=head, seed=3))
     net.train()  # extraction must switch to eval mode itself
     ex = extract(net, images, labels, num_classes=10, batch_size=images.shape[0], keep_features=True)
     with torch.no_grad():
@@ -181,7 +176,7 @@ def test_cuda_run_and_resume(data_dir, tmp_path):
     log = read_log(tmp_path / "gpu")
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert all(r["memory_kind"] == "cuda_max_allocated" and r["peak_memory_mb"] > 0 for r in log)
-    net = _build(cfg)
+    net = build_model(cfg)
     net.load_state_dict(torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=False, map_location="cpu")["model"])
     images, labels = load_dataset("mnist", data_dir, train=True, per_class=30, seed=0).tensors
     cpu, ex, _ = collapse_metrics(net, images, labels, num_classes=10)
@@ -204,8 +199,8 @@ def test_etf_frame_reaches_every_class_with_relu_features(data_dir, tmp_path):
             for k in range(K)
         )
 
-    plain = _build(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0)).head.weight
-    rotated = _build(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0, etf_rotation=True)).head.weight
+    plain = build_model(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0)).head.weight
+    rotated = build_model(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0, etf_rotation=True)).head.weight
     assert reachable(plain) == 10
     assert reachable(rotated) < 10
     # and the unrotated d = K network does fit every class of a small training set

@@ -30,7 +30,7 @@ Several processes.  Under ``torchrun`` (env vars WORLD_SIZE, RANK, LOCAL_RANK, M
 :func:`train` initialises torch.distributed (gloo on CPU, nccl on GPU) and wraps the model in
 DistributedDataParallel.  ``batch_size`` is the global batch: each of the P ranks takes
 ``batch_size / P`` samples of the same per-epoch permutation, so the union of the ranks' batches is
-the single-process batch.  Evaluation is sharded (rank r takes samples r, r+P, ...: no sample
+the single-process batch (batch norm uses each rank's half on CPU, SyncBatchNorm on GPU).  Evaluation is sharded (rank r takes samples r, r+P, ...: no sample
 twice) and the statistics are merged exactly with ``NCStats.sync`` / ``NC4Counter.sync``; only rank
 0 writes files and shows progress.
 
@@ -70,6 +70,8 @@ __all__ = [
     "extract",
     "collapse_metrics",
     "make_optimizer",
+    "build_model",
+    "train_state_bytes",
     "Extraction",
     "lr_milestones",
     "eval_epochs",
@@ -542,12 +544,14 @@ def _check_resumable(config: TrainConfig, saved: dict, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(config: TrainConfig, K: int, in_channels: int, image_size: int):
-    """The network of ``config``; its initial weights depend only on ``config.seed``."""
+def build_model(config: TrainConfig, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+    """The :class:`nclab.nets.backbones.Network` of ``config`` (model, head, d, tau, bias, ETF
+    frame); its initial weights depend only on ``config.seed``."""
     from nclab.nets.backbones import build_network
     from nclab.nets.heads import ETFHead
 
     torch.manual_seed(config.seed)  # the global RNG too, for anything that draws from it later
+    K = num_classes
     net = build_network(
         config.model,
         config.head,
@@ -634,7 +638,7 @@ class _Run:
 
         K = num_classes(config.dataset)
         # Build the network first: a bad head/dimension combination fails before data is read.
-        self.net = _build(config, K, in_channels=1, image_size=28).to(device)
+        self.net = build_model(config, K).to(device)
         (self.train_x, self.train_y), (self.test_x, self.test_y), self.K = _load_data(config)
         if self.K != K:  # pragma: no cover - data.py and num_classes disagree
             raise RuntimeError(f"{config.dataset}: num_classes says {K}, the data has {self.K}")
@@ -791,7 +795,7 @@ class _Run:
             "parameters_total": params["total"],  # a fixed ETF classifier's K*d included
             "parameters_trainable": params["trainable"],
             "parameters": params,
-            "train_state_mb": _train_state_bytes(self.net, self.optimizer) / 2**20,
+            "train_state_mb": train_state_bytes(self.net, self.optimizer) / 2**20,
             "total_seconds": self.total_seconds,
             "peak_memory_mb": max((r["peak_memory_mb"] for r in log), default=None),
             "memory_kind": _peak_memory(self.device)[1],
@@ -804,7 +808,7 @@ class _Run:
         return summary
 
 
-def _train_state_bytes(net: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+def train_state_bytes(net: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Bytes of the training state: parameters, buffers, gradients and optimizer state (momentum).
     Unlike the process's peak memory this counts only what the model costs: a fixed ETF head adds
     its K x d buffer once, a learned one K x d parameters plus their gradient and momentum."""
