@@ -59,6 +59,7 @@ __all__ = [
     "compute_metrics",
     "check_features",
     "check_labels",
+    "check_head",
 ]
 
 #: The metric names of REFERENCE.md section 3, in its order.  JSON output uses exactly these keys.
@@ -155,6 +156,22 @@ def check_labels(labels, num_samples: int, num_classes: int | None, name: str = 
                 "pass the right num_classes (K) or fix the labels"
             )
     return y.long()
+
+
+def check_head(classifier, bias, K: int, d: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a (K, d) classifier and an optional (K,) bias; return both in float64 on
+    ``device`` (b = 0 for a bias-free head)."""
+    W = check_features(classifier, "classifier").to(device, torch.float64)
+    if tuple(W.shape) != (K, d):
+        raise ValueError(f"classifier must have shape (K, d) = ({K}, {d}), got {tuple(W.shape)}")
+    if bias is None:
+        return W, torch.zeros(K, dtype=torch.float64, device=device)
+    b = _as_tensor(bias, "bias").to(device, torch.float64)
+    if tuple(b.shape) != (K,):
+        raise ValueError(f"bias must have shape (K,) = ({K},), got {tuple(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("bias contains NaN or inf values")
+    return W, b
 
 
 def _check_num_classes(num_classes) -> int:
@@ -513,16 +530,7 @@ class NCStats:
         K, d = self.num_classes, self.dim
         W = b = None
         if classifier is not None:
-            W = check_features(classifier, "classifier").to(self.device, torch.float64)
-            if tuple(W.shape) != (K, d):
-                raise ValueError(f"classifier must have shape (K, d) = ({K}, {d}), got {tuple(W.shape)}")
-            b = torch.zeros(K, dtype=torch.float64, device=self.device)
-            if bias is not None:
-                b = _as_tensor(bias, "bias").to(self.device, torch.float64)
-                if tuple(b.shape) != (K,):
-                    raise ValueError(f"bias must have shape (K,) = ({K},), got {tuple(b.shape)}")
-                if not bool(torch.isfinite(b).all()):
-                    raise ValueError("bias contains NaN or inf values")
+            W, b = check_head(classifier, bias, K, d, self.device)
         elif bias is not None:
             raise ValueError("bias was given without a classifier; pass classifier=W as well")
 
@@ -641,14 +649,7 @@ class NC4Counter:
     def __init__(self, class_means, classifier, bias=None, *, counts=None, gemm_dtype=None):
         mu = check_features(class_means, "class_means").to(torch.float64)
         K, d = mu.shape
-        W = check_features(classifier, "classifier").to(mu.device, torch.float64)
-        if tuple(W.shape) != (K, d):
-            raise ValueError(f"classifier must have the shape of class_means ({K}, {d}), got {tuple(W.shape)}")
-        b = torch.zeros(K, dtype=torch.float64, device=mu.device)
-        if bias is not None:
-            b = _as_tensor(bias, "bias").to(mu.device, torch.float64)
-            if tuple(b.shape) != (K,):
-                raise ValueError(f"bias must have shape ({K},), got {tuple(b.shape)}")
+        W, b = check_head(classifier, bias, K, d, mu.device)
         present = torch.ones(K, dtype=torch.bool, device=mu.device)
         if counts is not None:
             present = _as_tensor(counts, "counts").to(mu.device) > 0
