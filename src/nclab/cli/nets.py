@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nclab.nets.train import TrainConfig
+from nclab.nets.train import TrainConfig, train
 
 #: The defaults of the options are TrainConfig's, so Python and the command line cannot drift apart.
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -56,13 +56,12 @@ def train_command(
 
     Several processes: torchrun --nproc-per-node 2 -m nclab train ... (gloo on CPU, nccl on GPU).
     """
-    from nclab.nets.train import train
-
     config = TrainConfig(
-        dataset=dataset, model=model, head=head, feature_dim=feature_dim, tau=tau, bias=bias, per_class=per_class,
-        test_per_class=test_per_class, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-        eval_batch_size=eval_batch_size, eval_schedule=eval_schedule, eval_points=eval_points, device=device,
-        seed=seed, data_dir=str(data_dir), download=download, out=str(out), resume=resume, stop_after=stop_after,
+        dataset=dataset, model=model, head=head, feature_dim=feature_dim, tau=tau, bias=bias,
+        per_class=per_class, test_per_class=test_per_class, epochs=epochs, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, batch_size=batch_size, eval_batch_size=eval_batch_size,
+        eval_schedule=eval_schedule, eval_points=eval_points, device=device, seed=seed,
+        data_dir=str(data_dir), download=download, out=str(out), resume=resume, stop_after=stop_after,
         threads=threads, etf_rotation=etf_rotation,
     )
     try:

@@ -31,9 +31,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from nclab.metrics import METRIC_NAMES
 from nclab.nets.train import SUMMARY, TrainConfig, train
 
-__all__ = ["HEAD_RUNS", "CPU_DEFAULTS", "FULL_DEFAULTS", "heads_configs", "reproduce_heads", "TABLE_COLUMNS"]
+__all__ = [
+    "HeadRun",
+    "HEAD_RUNS",
+    "CPU_DEFAULTS",
+    "FULL_DEFAULTS",
+    "TABLE_COLUMNS",
+    "heads_configs",
+    "default_jobs",
+    "reproduce_heads",
+    "markdown_table",
+    "rich_table",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,8 @@ HEAD_RUNS = (
 CPU_DEFAULTS = dict(model="mlp", per_class=1000, test_per_class=None, epochs=100, batch_size=128, lr=0.05,
                     device="cpu", eval_schedule="every")
 #: The papers' scale (Papyan et al. 2020; Zhu et al. 2021): ResNet18, all data, 200 epochs, GPU.
-FULL_DEFAULTS = dict(model="resnet18", per_class=None, test_per_class=None, epochs=200, batch_size=128, lr=0.05, device="auto",
-                     eval_schedule="log", eval_points=40)
+FULL_DEFAULTS = dict(model="resnet18", per_class=None, test_per_class=None, epochs=200, batch_size=128, lr=0.05,
+                     device="auto", eval_schedule="log", eval_points=40)
 
 #: (header, key in the row, format) of the printed and markdown tables.
 TABLE_COLUMNS = (
@@ -104,9 +116,7 @@ def heads_configs(dataset: str = "mnist", full: bool = False, out="results/heads
 def _row(name: str, summary: dict) -> dict:
     final = summary.get("final", {})
     row = {"run": name, "head": summary["config"]["head"], "d": summary["feature_dim"]}
-    for key in ("train_acc", "test_acc", "train_loss", "test_loss", "nc1", "nc1_trace_ratio", "cdnv",
-                "nc2_equinorm_means", "nc2_equinorm_W", "nc2_maxangle_means", "nc2_maxangle_W",
-                "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse"):
+    for key in ("train_acc", "test_acc", "train_loss", "test_loss", "ncc_acc", *METRIC_NAMES):
         row[key] = final.get(key)
     for key in ("parameters_total", "parameters_trainable", "train_state_mb", "peak_memory_mb", "memory_kind",
                 "total_seconds", "epochs_done", "device"):
