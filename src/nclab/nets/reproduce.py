@@ -188,6 +188,12 @@ def reproduce_heads(
             console = Console(width=220)
     out = Path(out)
     configs = heads_configs(dataset, full, out, **overrides)
+    if full and configs[0].device == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            console.print("[yellow]warning:[/] --full is the papers' scale (ResNet18, 60,000 images, 200 epochs) "
+                          "and no GPU is available: on a CPU this takes days")
     jobs = jobs or default_jobs(configs)
     if fresh_process and all(c.device == "cpu" for c in configs):
         for c in configs:
