@@ -145,8 +145,9 @@ def test_every_solver_finds_the_smallest_eigenvalue_on_the_sphere(name):
     assert log.final["grad_norm"] <= 1e-10
 
 
-def _two_loop(g, pairs):
-    """Nocedal & Wright (2006), Algorithm 7.4, with H0 = (s^T y / y^T y) I of the newest pair."""
+def _two_loop(g, pairs, blocks):
+    """Nocedal & Wright (2006), Algorithm 7.4, with H0 = diag(gamma_f I) over the blocks,
+    gamma_f = s_f^T y_f / y_f^T y_f of the newest pair (s^T y / y^T y where s_f^T y_f <= 0)."""
     q = g.clone()
     alphas = []
     for s, y in reversed(pairs):
@@ -154,32 +155,48 @@ def _two_loop(g, pairs):
         alphas.append(a)
         q -= a * y
     s, y = pairs[-1]
-    r = float(s @ y) / float(y @ y) * q
+    r = q.clone()
+    for a, b in blocks:  # a block whose own s^T y is not positive takes the whole-vector gamma
+        sy, yy = float(s[a:b] @ y[a:b]), float(y[a:b] @ y[a:b])
+        r[a:b] *= sy / yy if sy > 0 else float(s @ y) / float(y @ y)
     for (s, y), a in zip(pairs, reversed(alphas)):
         b = float(y @ r) / float(s @ y)
         r += (a - b) * s
     return -r
 
 
-def test_compact_lbfgs_direction_equals_the_two_loop_recursion():
+@pytest.mark.parametrize("scaling", ["block", "scalar"])
+def test_compact_lbfgs_direction_equals_the_two_loop_recursion(scaling):
+    """Steps on a quadratic (y = A s = g_new - g_old, as in the solver): the compact form with its
+    incremental inner products gives the two-loop direction at every step, also after the ring
+    buffer starts dropping the oldest pair."""
     g = torch.Generator().manual_seed(0)
-    D, m = 9, 4
+    D, m, offsets = 9, 4, [0, 4, 9]
+    blocks = [(0, 4), (4, 9)] if scaling == "block" else [(0, 9)]
     Q, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
     A = Q @ torch.diag(torch.logspace(-2, 1, D, dtype=torch.float64)) @ Q.T
-    mem = S._LBFGSMemory(m, D, torch.float64, "cpu")
+    c = torch.randn(D, generator=g, dtype=torch.float64)
+    mem = S._LBFGSMemory(m, offsets, torch.float64, "cpu", scaling)
+    x = torch.randn(D, generator=g, dtype=torch.float64)
+    grad = A @ x - c
+    out = torch.empty(D, dtype=torch.float64)
+    assert not mem.direction(grad, out)  # empty memory: no direction
     pairs = []
-    for _ in range(7):  # more pairs than the memory holds: the ring buffer drops the oldest
+    for _ in range(8):
         s = torch.randn(D, generator=g, dtype=torch.float64)
-        y = A @ s
+        new_grad = A @ (x + s) - c
+        y = new_grad - grad
         slot = mem.next_slot()
         mem.Z[slot], mem.Z[m + slot] = s, y
-        mem.commit(slot, float(s @ y))
+        mem.commit(slot, *mem.pair_products(slot))
         pairs.append((s, y))
-        grad = torch.randn(D, generator=g, dtype=torch.float64)
-        out = torch.empty(D, dtype=torch.float64)
+        x, grad = x + s, new_grad
         assert mem.direction(grad, out)
-        want = _two_loop(grad, pairs[-m:])
-        assert torch.allclose(out, want, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(out, _two_loop(grad, pairs[-m:], blocks), rtol=1e-10, atol=1e-12)
+    # the transported (manifold) path recomputes the products from scratch: same direction
+    mem.refresh()
+    assert mem.direction(grad, out)
+    assert torch.allclose(out, _two_loop(grad, pairs[-m:], blocks), rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,6 +401,9 @@ def test_fixed_step_rgd_and_armijo_lbfgs_options():
     assert abs(log.final["objective"] - problem.optimum) <= 1e-9 * problem.optimum
     _, log = S.lbfgs(problem, x0, line_search="armijo", memory=3, **TOL)
     assert abs(log.final["objective"] - problem.optimum) <= 1e-9 * problem.optimum
+    for kw in (dict(scaling="scalar"), dict(scaling="block", transport="full"), dict(transport="full", memory=4)):
+        _, log = S.lbfgs(problem, x0, **kw, **TOL)
+        assert abs(log.final["objective"] - problem.optimum) <= 1e-9 * problem.optimum, kw
     for rule in ("pr+", "fr", "hz"):
         _, log = S.conjugate_gradient(problem, x0, beta_rule=rule, **TOL)
         assert abs(log.final["objective"] - problem.optimum) <= 1e-9 * problem.optimum, rule
@@ -394,6 +414,8 @@ def test_fixed_step_rgd_and_armijo_lbfgs_options():
     [
         (lambda p, x: S.lbfgs(p, x, memory=0), "memory"),
         (lambda p, x: S.lbfgs(p, x, line_search="exact"), "line_search"),
+        (lambda p, x: S.lbfgs(p, x, scaling="diagonal"), "scaling"),
+        (lambda p, x: S.lbfgs(p, x, transport="parallel"), "transport"),
         (lambda p, x: S.lbfgs(p, x, c1=0.9, c2=0.1), "c1"),
         (lambda p, x: S.gradient_descent(p, x, lr=-0.1), "lr"),
         (lambda p, x: S.gradient_descent(p, x, momentum=1.0), "momentum"),

@@ -82,6 +82,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 
 __all__ = [
     "SolverLog",
@@ -243,7 +244,14 @@ class _Space:
         return torch.randn(*shape, generator=self._gen(), dtype=self.dtype).to(self.device)
 
     def _probe_euclidean(self) -> bool:
-        """True when projection is the identity (a flat space): transports are then skipped."""
+        """True when projection is the identity (a flat space): transports are then skipped.
+
+        nclab's own manifolds are recognised by type; any other manifold is probed once (its
+        projection applied to a random vector, and its metric compared with the dot product)."""
+        from nclab.ufm.manifolds import Euclidean, Oblique, Product
+
+        if isinstance(self.M, Product) and all(isinstance(f, (Euclidean, Oblique)) for f in self.M.factors):
+            return all(isinstance(f, Euclidean) for f in self.M.factors)
         u = self._randn(self.D)
         pu = self.cat(self.M.proj(self.x0.xt, self.split(u)))
         flat = bool(torch.equal(pu, u))
@@ -607,23 +615,39 @@ def _wolfe(sp: _Space, p: _Point, d, slope: float, t0: float, c1: float, c2: flo
 class _LBFGSMemory:
     """The last ``m`` pairs (s_i, y_i) in one (2m, D) buffer ``Z`` (rows 0..m-1: s, m..2m-1: y) and
     the compact representation of the inverse-Hessian approximation (Byrd, Nocedal & Schnabel 1994,
-    Theorem 2.2):
+    Theorem 2.2) with a block-diagonal initial matrix ``H0 = diag(gamma_f I)`` over the factors f of
+    the point (W, H, b, ...):
 
-        H = g I + [S  gY] [[R^-T (D + g Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S^T; g Y^T],
+        H = H0 + [S  H0 Y] [[R^-T (D + Y^T H0 Y) R^-1, -R^-T], [-R^-1, 0]] [S^T; Y^T H0],
 
-    R = upper triangle of S^T Y, D its diagonal, g = s^T y / y^T y of the newest pair.  One
-    direction costs two passes over the buffer (Z g and Z^T c) whatever m is; the small matrices
-    are kept slot-indexed in numpy."""
+    R = upper triangle of S^T Y, D its diagonal.  ``scaling="block"``: gamma_f = s_f^T y_f / y_f^T y_f
+    of the newest pair restricted to factor f (the usual scalar s^T y / y^T y where that is not
+    positive); ``scaling="scalar"``: one gamma for all factors (textbook L-BFGS).  Block scaling
+    adapts to factors of different curvature, e.g. W and H of the normalized UFM, whose Hessian
+    blocks differ by the class size n.
 
-    def __init__(self, m: int, D: int, dtype, device):
+    A direction costs two passes over the buffer (Z_f g_f and Z_f^T c_f for every factor) whatever
+    m is; the small matrices are kept per factor and slot-indexed in numpy.  On Euclidean problems
+    the new pair's inner products with the stored ones come for free: y_new = g_new - g_old, so
+    ``Z y_new = Z g_new - Z g_old`` for the unchanged rows, and both products are needed anyway."""
+
+    def __init__(self, m: int, offsets, dtype, device, scaling: str = "block"):
         self.m = m
-        self.Z = torch.zeros(2 * m, D, dtype=dtype, device=device)
-        self.SY = np.zeros((m, m))
-        self.YY = np.zeros((m, m))
+        self.slices = [(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+        self.block = scaling == "block" and len(self.slices) > 1
+        # the blocks of H0: the factors, or the whole vector under scalar scaling
+        self.blocks = self.slices if self.block else [(0, int(offsets[-1]))]
+        nf = len(self.blocks)
+        self.Z = torch.zeros(2 * m, int(offsets[-1]), dtype=dtype, device=device)
+        self.SY = np.zeros((nf, m, m))  # per block: SY[f, i, j] = s_i,f . y_j,f (slot-indexed)
+        self.YY = np.zeros((nf, m, m))
         self.order: list[int] = []
+        self.zg_prev = None  # per-factor Z_f g_f at the previous direction (Euclidean incremental update)
+        self.pending = None  # (slot, s.y per factor, y.y per factor) of a pair whose column is still missing
 
     def clear(self) -> None:
         self.order.clear()
+        self.pending = None
 
     def __len__(self) -> int:
         return len(self.order)
@@ -634,29 +658,77 @@ class _LBFGSMemory:
             return next(i for i in range(self.m) if i not in used)
         return self.order[0]
 
-    def commit(self, slot: int, sy: float) -> None:
-        """Register the pair just written into rows ``slot`` / ``m+slot`` (Euclidean: incremental
-        update of S^T y_new and Y^T y_new with one pass)."""
+    def pair_products(self, slot: int):
+        """(s.y, y.y) of the pair in ``slot``, per block (numpy arrays)."""
+        m = self.m
+        s, y = self.Z[slot], self.Z[m + slot]
+        sy = np.array([float(torch.dot(s[a:b], y[a:b])) for a, b in self.blocks])
+        yy = np.array([float(torch.dot(y[a:b], y[a:b])) for a, b in self.blocks])
+        return sy, yy
+
+    def commit(self, slot: int, sy, yy) -> None:
+        """Register the pair just written into rows ``slot`` / ``m+slot``, where ``y = g_new - g``
+        and g is the gradient of the last :meth:`direction` call (Euclidean case): its inner
+        products with the stored pairs are filled in by the next :meth:`direction`."""
         if slot in self.order:
             self.order.remove(slot)
         self.order.append(slot)
-        m = self.m
-        zy = (self.Z @ self.Z[m + slot]).cpu().numpy()
-        self.SY[:, slot] = zy[:m]
-        self.SY[slot, slot] = sy
-        self.YY[:, slot] = zy[m:]
-        self.YY[slot, :] = zy[m:]
+        self.pending = (slot, sy, yy)
 
-    def refresh(self) -> None:
-        """Recompute all inner products (after the rows were transported)."""
-        G = (self.Z @ self.Z.T).cpu().numpy()
+    def commit_now(self, slot: int) -> bool:
+        """Register the pair in rows ``slot`` / ``m+slot`` computing its inner products with the
+        stored pairs directly (one pass over the buffer); False (and the pair dropped) when its
+        curvature s^T y is not clearly positive."""
         m = self.m
-        self.SY[:] = G[:m, m:]
-        self.YY[:] = G[m:, m:]
-        # pairs whose curvature s^T y turned non-positive after transport are dropped
-        keep = [i for i in self.order if self.SY[i, i] > 1e-12 * math.sqrt(max(G[i, i] * G[m + i, m + i], 0.0))]
-        if len(keep) != len(self.order):
-            self.order[:] = keep
+        self.drop(slot)
+        self.pending = None
+        zy = np.stack([(self.Z[:, a:b] @ self.Z[m + slot, a:b]).cpu().numpy() for a, b in self.blocks])
+        sy, yy = zy[:, slot], zy[:, m + slot]
+        ss = sum(float(torch.dot(self.Z[slot, a:b], self.Z[slot, a:b])) for a, b in self.blocks)
+        if not (yy.sum() > 0 and sy.sum() > 1e-12 * math.sqrt(max(ss * yy.sum(), 0.0))):
+            return False
+        o = np.asarray(self.order + [slot])
+        self.SY[:, o, slot] = zy[:, o]
+        self.YY[:, o, slot] = zy[:, m + o]
+        self.YY[:, slot, o] = zy[:, m + o]
+        self.order.append(slot)
+        return True
+
+    def drop(self, slot: int) -> None:
+        """The row ``slot`` was overwritten by a pair that is not kept."""
+        if slot in self.order:
+            self.order.remove(slot)
+
+    def refresh(self, slot: int | None = None) -> None:
+        """Recompute all inner products (after the rows were transported); ``slot`` is the pair
+        just written.  Pairs whose curvature s^T y is no longer clearly positive are dropped."""
+        self.pending = None
+        if slot is not None:
+            self.drop(slot)
+            self.order.append(slot)
+        m = self.m
+        ss = np.zeros(m)
+        for f, (a, b) in enumerate(self.blocks):
+            Zf = self.Z[:, a:b]
+            G = (Zf @ Zf.T).cpu().numpy()
+            self.SY[f] = G[:m, m:]
+            self.YY[f] = G[m:, m:]
+            ss += np.diag(G[:m, :m])
+        SY, YY = self.SY.sum(0), self.YY.sum(0)
+        self.order[:] = [
+            i for i in self.order if YY[i, i] > 0 and SY[i, i] > 1e-12 * math.sqrt(max(ss[i] * YY[i, i], 0.0))
+        ]
+
+    def _zg(self, g):
+        """Per-block products Z_f g_f, shape (blocks, 2m)."""
+        return np.stack([(self.Z[:, a:b] @ g[a:b]).cpu().numpy() for a, b in self.blocks])
+
+    def gammas(self, new: int):
+        """gamma per block from the newest pair (the whole-vector value where a block's own is
+        not positive)."""
+        sy, yy = self.SY[:, new, new], self.YY[:, new, new]
+        gamma = sy.sum() / yy.sum()
+        return np.where((sy > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), gamma)
 
     def direction(self, g, out):
         """``out = -H g``; returns False when the memory is empty (out untouched)."""
@@ -664,57 +736,67 @@ class _LBFGSMemory:
         if not idx:
             return False
         m = self.m
-        zg = (self.Z @ g).cpu().numpy()
+        zg = self._zg(g)  # (blocks, 2m)
+        if self.pending is not None:
+            slot, sy, yy = self.pending
+            self.pending = None
+            old = [i for i in idx if i != slot]
+            if old:
+                o = np.asarray(old)
+                self.SY[:, o, slot] = zg[:, o] - self.zg_prev[:, o]
+                col = zg[:, m + o] - self.zg_prev[:, m + o]
+                self.YY[:, o, slot] = col
+                self.YY[:, slot, o] = col
+            self.SY[:, slot, slot] = sy
+            self.YY[:, slot, slot] = yy
+        self.zg_prev = zg
         ix = np.asarray(idx)
-        p = zg[ix]
-        q = zg[m + ix]
-        SYo = self.SY[np.ix_(ix, ix)]
+        gam = self.gammas(idx[-1])
+        p = zg[:, ix].sum(0)
+        q = gam @ zg[:, m + ix]
+        SYo = self.SY.sum(0)[np.ix_(ix, ix)]
+        YHY = np.tensordot(gam, self.YY[:, ix[:, None], ix[None, :]], axes=1)
         R = np.triu(SYo)
-        Dg = np.diag(SYo).copy()
-        YYo = self.YY[np.ix_(ix, ix)]
-        new = idx[-1]
-        gamma = self.SY[new, new] / self.YY[new, new]
-        r = _solve_upper(R, p)
-        top = _solve_upper(R.T.copy(), Dg * r + gamma * (YYo @ r) - gamma * q, lower=True)
-        c = np.zeros(2 * m)
-        c[ix] = top
-        c[m + ix] = -gamma * r
+        r = solve_triangular(R, p, lower=False, check_finite=False)
+        top = solve_triangular(R, np.diag(SYo) * r + YHY @ r - q, trans="T", lower=False, check_finite=False)
+        c = np.zeros((len(gam), 2 * m))
+        c[:, ix] = top
+        c[:, m + ix] = -gam[:, None] * r
         ct = torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
-        torch.addmv(g, self.Z.T, ct, beta=-gamma, alpha=-1.0, out=out)
+        for f, (a, b) in enumerate(self.blocks):
+            torch.addmv(g[a:b], self.Z[:, a:b].T, ct[f], beta=-float(gam[f]), alpha=-1.0, out=out[a:b])
         return True
-
-
-def _solve_upper(R, b, lower=False):
-    """Solve a small triangular system (k <= memory) by substitution."""
-    k = len(b)
-    x = np.zeros(k)
-    if lower:
-        for i in range(k):
-            x[i] = (b[i] - R[i, :i] @ x[:i]) / R[i, i]
-    else:
-        for i in range(k - 1, -1, -1):
-            x[i] = (b[i] - R[i, i + 1 :] @ x[i + 1 :]) / R[i, i]
-    return x
 
 
 def lbfgs(problem, x0, **options):
     """Riemannian limited-memory BFGS (Huang, Gallivan & Absil 2015 / Manopt's rlbfgs in spirit).
 
     The inverse-Hessian approximation uses the compact representation of Byrd, Nocedal & Schnabel
-    (1994) over the last ``memory`` pairs; on manifolds the stored pairs are moved to the new
-    tangent space by vector transport (projection) after every step, ``s = T(t d)`` and
+    (1994) over the last ``memory`` pairs, with a block-diagonal initial scaling (one
+    ``s_f^T y_f / y_f^T y_f`` per factor of the point; ``scaling="scalar"`` for the textbook single
+    one); see :class:`_LBFGSMemory`.  On manifolds the stored pairs are moved to the new tangent
+    space by vector transport (projection) after every step, ``s = T(t d)`` and
     ``y = grad f(x+) - T(grad f(x))``.  On Euclidean problems all transports are identities and the
-    method is ordinary L-BFGS.  Pairs with ``<s, y> <= 1e-12 |s| |y|`` are skipped; a
+    method is ordinary L-BFGS.  Pairs without clearly positive curvature ``<s, y>`` are skipped; a
     non-descent direction or a failed line search clears the memory (steepest-descent restart).
 
     Options (besides the common ones, see the module docstring):
-        memory=10, line_search="wolfe" | "armijo", c1=1e-4, c2=0.9, max_iter=5000.
+        memory=10, scaling="block" | "scalar", line_search="wolfe" | "armijo", c1=1e-4, c2=0.9,
+        max_iter=5000.
 
     Returns (x, SolverLog)."""
-    o = _options("lbfgs", dict(memory=10, line_search="wolfe", c1=1e-4, c2=0.9, max_iter=5000), options)
+    o = _options(
+        "lbfgs",
+        dict(memory=10, scaling="auto", transport="lazy", line_search="wolfe", c1=1e-4, c2=0.9, max_iter=5000),
+        options,
+    )
     memory = _check_int("memory", o["memory"], 1)
     if o["line_search"] not in ("wolfe", "armijo"):
         raise ValueError(f"line_search must be 'wolfe' or 'armijo', got {o['line_search']!r}")
+    if o["scaling"] not in ("auto", "block", "scalar"):
+        raise ValueError(f"scaling must be 'auto', 'block' or 'scalar', got {o['scaling']!r}")
+    if o["transport"] not in ("lazy", "full"):
+        raise ValueError(f"transport must be 'lazy' or 'full', got {o['transport']!r}")
     c1, c2 = float(o["c1"]), float(o["c2"])
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
@@ -725,10 +807,22 @@ def lbfgs(problem, x0, **options):
     it = 0
     if reason:
         return mon.finish(it, p, reason)
-    mem = _LBFGSMemory(memory, sp.D, sp.dtype, sp.device)
+    scaling = o["scaling"] if o["scaling"] != "auto" else ("scalar" if sp.euclidean else "block")
+    mem = _LBFGSMemory(memory, sp.offsets, sp.dtype, sp.device, scaling)
+    full_transport = o["transport"] == "full"
+    pair_buf = None if sp.euclidean or full_transport else torch.empty(2, sp.D, dtype=sp.dtype, device=sp.device)
     d = torch.empty_like(p.g)
     wolfe = o["line_search"] == "wolfe"
     t_prev_sd = 1.0 / max(p.gn, 1e-300)
+
+    def search(d, slope, t0):
+        if wolfe:
+            return _wolfe(sp, p, d, slope, t0, c1, c2)
+        q, t, ok = _armijo(sp, p, d, slope, t0, c1)
+        if ok and q.g is None:
+            sp.grad(q)
+        return q, t, ok
+
     while True:
         it += 1
         have = mem.direction(p.g, d)
@@ -742,23 +836,12 @@ def lbfgs(problem, x0, **options):
             d = torch.neg(p.g)
             slope = -p.gn * p.gn
             t0 = t_prev_sd if it > 1 else min(1.0, 1.0 / max(p.gn, 1e-300))
-        if wolfe:
-            q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
-        else:
-            q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-            if ok and q.g is None:
-                sp.grad(q)
+        q, t, ok = search(d, slope, t0)
         if not ok and len(mem):  # retry along the steepest descent direction
             mem.clear()
             d = torch.neg(p.g)
             slope = -p.gn * p.gn
-            t0 = min(1.0, 1.0 / max(p.gn, 1e-300))
-            if wolfe:
-                q, t, ok = _wolfe(sp, p, d, slope, t0, c1, c2)
-            else:
-                q, t, ok = _armijo(sp, p, d, slope, t0, c1)
-                if ok and q.g is None:
-                    sp.grad(q)
+            q, t, ok = search(d, slope, min(1.0, 1.0 / max(p.gn, 1e-300)))
         if not ok:
             mon.record(it - 1, p, force=True)
             return mon.finish(it - 1, p, "line search failed (no decrease)")
@@ -766,33 +849,28 @@ def lbfgs(problem, x0, **options):
             t_prev_sd = t
         # new pair (s, y), written straight into the memory buffer
         slot = mem.next_slot()
-        m = memory
-        s_row, y_row = mem.Z[slot], mem.Z[m + slot]
+        s_row, y_row = mem.Z[slot], mem.Z[memory + slot]
         if sp.euclidean:
             torch.mul(d, t, out=s_row)
             torch.sub(q.g, p.g, out=y_row)
-        else:
-            # transport the stored pairs; the slot being replaced is overwritten below
-            sp.transport_rows_(p, q, mem.Z)
+            sy, yy = mem.pair_products(slot)
+            # curvature: sy >= (1 - c2) t |slope| under Wolfe; keep clearly positive pairs only
+            if sy.sum() > 1e-10 * t * abs(slope) and yy.sum() > 0:
+                mem.commit(slot, sy, yy)
+            else:
+                mem.drop(slot)
+        elif full_transport:
+            sp.transport_rows_(p, q, mem.Z)  # the slot being replaced is overwritten below
             s_row.copy_(sp.transport(p, q, d * t))
             y_row.copy_(q.g - sp.transport(p, q, p.g))
-        sy = _dot(s_row, y_row)
-        ss, yy = _dot(s_row, s_row), _dot(y_row, y_row)
-        if sy > 1e-12 * math.sqrt(ss * yy) and yy > 0:
-            if sp.euclidean:
-                mem.commit(slot, sy)
-            else:
-                if slot not in mem.order:
-                    mem.order.append(slot)
-                else:
-                    mem.order.remove(slot)
-                    mem.order.append(slot)
-                mem.refresh()
-        else:
-            if slot in mem.order:  # the overwritten slot is gone either way
-                mem.order.remove(slot)
-            if not sp.euclidean:
-                mem.refresh()
+            mem.refresh(slot)
+        else:  # lazy: only the new pair is transported (one batched call for t d and grad f(x))
+            torch.mul(d, t, out=pair_buf[0])
+            pair_buf[1].copy_(p.g)
+            sp.transport_rows_(p, q, pair_buf)
+            s_row.copy_(pair_buf[0])
+            torch.sub(q.g, pair_buf[1], out=y_row)
+            mem.commit_now(slot)
         f_prev = p.f
         p = q
         mon.record(it, p)
