@@ -32,6 +32,7 @@ __all__ = [
     "etf_gram_error",
     "etf_angle_error",
     "equinorm_error",
+    "pairwise_summaries",
     "DEFAULT_TILE",
 ]
 
@@ -150,7 +151,8 @@ def _rows(X, name: str = "X") -> torch.Tensor:
         raise ValueError(f"{name} must be a 2-D matrix with one vector per row, got shape {tuple(X.shape)}")
     if not torch.is_floating_point(X):
         X = X.to(torch.float64)
-    if not bool(torch.isfinite(X).all()):
+    # A finite sum proves every entry finite with one fast reduction; only then is the full check skipped.
+    if not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
         raise ValueError(f"{name} contains NaN or inf entries")
     return X.to(torch.float64)
 
@@ -194,14 +196,86 @@ def welch_bound(n: int, d: int) -> float:
     return math.sqrt((n - d) / (d * (n - 1)))
 
 
-def _gram_frobenius_sq(A: torch.Tensor, B: torch.Tensor) -> float:
-    """|A B^T|_F^2 without forming the K x K product: trace((A^T A)(B^T B)) uses d x d matrices.
-    Used when K > d; for K <= d the K x K product is formed directly (it is the smaller one)."""
-    K, d = A.shape
-    if K <= d:
-        G = A @ B.T
-        return float((G * G).sum())
-    return float(((A.T @ A) * (B.T @ B)).sum())
+def pairwise_summaries(
+    A, B=None, *, angle: bool = False, variances=None, tile: int = DEFAULT_TILE, keep_gram: bool = False
+) -> dict:
+    """Every pairwise (K x K) quantity of the rows of A (and B) from ONE tiled pass over ``A B^T``.
+
+    Always ``etf_gram_error`` = ``| G/|G|_F - (I - J/K)/sqrt(K-1) |_F`` with ``G = A B^T``
+    (``B = A`` if None).  With ``angle`` (B None): ``angle_error`` = mean over k != l of
+    ``|cos(a_k, a_l) + 1/(K-1)|``.  With ``variances`` v (K,) (B None): ``cdnv`` = mean over
+    k < l of ``(v_k + v_l) / (2 |a_k - a_l|^2)`` (Galanti et al. 2022), distances from the Gram
+    (A holds centred means, so no offset cancels).  With ``keep_gram`` and K <= tile, ``gram`` is
+    the K x K matrix ``A B^T`` (else None), for callers that need it whole.
+
+    Memory O(tile^2).  The Gram distance is summed tile by tile after a first pass has found
+    ``|G|_F``, which keeps full relative accuracy near 0 (the expansion ``2 - 2<., .>`` loses half
+    the digits); when K <= tile the single tile is kept between the passes, so every quantity
+    costs one K x K x d product together.  Symmetric Grams visit only tiles j >= i.
+    """
+    A = _rows(A, "A")
+    sym = B is None
+    B = A if sym else _rows(B, "B")
+    if A.shape != B.shape:
+        raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    if (angle or variances is not None) and not sym:
+        raise ValueError("angle and cdnv are defined for one set of vectors: pass B=None")
+    K = A.shape[0]
+    if K < 2:
+        raise ValueError("need at least K = 2 rows")
+    tiles = [(i, j) for i in range(0, K, tile) for j in range(i if sym else 0, K, tile)]
+    cache = {} if K <= tile else None
+    sq = (A * A).sum(1)
+    inv_norm = None
+    if angle:
+        norms = sq.sqrt()
+        inv_norm = None if bool((norms == 0).any()) else 1.0 / norms
+    v = None if variances is None else torch.as_tensor(variances, dtype=torch.float64, device=A.device)
+
+    def block(i, j):
+        if cache is not None and (i, j) in cache:
+            return cache[(i, j)]
+        G = A[i : i + tile] @ B[j : j + tile].T
+        if cache is not None:
+            cache[(i, j)] = G
+        return G
+
+    g2 = angle_sum = cdnv_sum = 0.0
+    for i, j in tiles:
+        G = block(i, j)
+        weight = 2.0 if sym and i != j else 1.0  # a symmetric off-diagonal tile stands for two
+        g2 += weight * float((G * G).sum())
+        if angle and inv_norm is not None:
+            C = (G * inv_norm[i : i + tile, None] * inv_norm[None, j : j + tile] + 1.0 / (K - 1)).abs_()
+            if i == j:
+                C.diagonal().zero_()
+            angle_sum += weight * float(C.sum())
+        if v is not None:
+            d2 = (sq[i : i + tile, None] + sq[None, j : j + tile] - 2.0 * G).clamp_min_(0.0)
+            ratio = (v[i : i + tile, None] + v[None, j : j + tile]) / (2.0 * d2)
+            if i == j:
+                ratio = torch.triu(ratio, diagonal=1)
+            cdnv_sum += float(ratio.sum())
+
+    out = {"etf_gram_error": float("nan"), "gram": None}
+    g = math.sqrt(g2)
+    if g > 0:
+        off = -1.0 / (K * math.sqrt(K - 1))
+        diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
+        total = 0.0
+        for i, j in tiles:
+            E = block(i, j) / g - off
+            if i == j:  # the target's diagonal is (1 - 1/K)/sqrt(K-1)
+                E.diagonal().sub_(diag - off)
+            total += (2.0 if sym and i != j else 1.0) * float((E * E).sum())
+        out["etf_gram_error"] = math.sqrt(total)
+    if angle:
+        out["angle_error"] = float("nan") if inv_norm is None else angle_sum / (K * (K - 1))
+    if v is not None:
+        out["cdnv"] = cdnv_sum / (K * (K - 1) / 2)
+    if keep_gram and cache is not None:
+        out["gram"] = cache[(0, 0)]
+    return out
 
 
 def etf_gram_error(A, B=None, *, tile: int = DEFAULT_TILE) -> float:
@@ -209,53 +283,15 @@ def etf_gram_error(A, B=None, *, tile: int = DEFAULT_TILE) -> float:
 
     With A = centred class means this is nc2_etf_means, with A = W it is nc2_etf_W, and with
     A = W, B = centred means it is nc3_duality_gram (Zhu et al. 2021's forms; REFERENCE.md section 3).
-    The K x K matrices are never formed: the difference is accumulated tile by tile
-    (memory O(tile^2)), which keeps full relative accuracy near zero (an expansion
-    ``2 - 2 <A, B>`` would lose half the digits).  Returns nan if G = 0.
+    Tiled (memory O(tile^2)), accurate near zero; nan if G = 0.  See :func:`pairwise_summaries`.
     """
-    A = _rows(A, "A")
-    B = A if B is None else _rows(B, "B")
-    if A.shape != B.shape:
-        raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
-    K = A.shape[0]
-    if K < 2:
-        raise ValueError("need at least K = 2 rows")
-    gnorm = math.sqrt(max(_gram_frobenius_sq(A, B), 0.0))
-    if gnorm == 0.0:
-        return float("nan")
-    off = -1.0 / (K * math.sqrt(K - 1))
-    diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
-    total = 0.0
-    for i in range(0, K, tile):
-        Ai = A[i : i + tile] / gnorm
-        for j in range(0, K, tile):
-            T = Ai @ B[j : j + tile].T - off
-            if i == j:  # diagonal tile: the target's diagonal is (1 - 1/K)/sqrt(K-1)
-                T.diagonal().sub_(diag - off)
-            total += float((T * T).sum())
-    return math.sqrt(total)
+    return pairwise_summaries(A, B, tile=tile)["etf_gram_error"]
 
 
 def etf_angle_error(A, *, tile: int = DEFAULT_TILE) -> float:
     """Mean over k != l of ``|cos(a_k, a_l) + 1/(K-1)|`` (Papyan et al. 2020's max-angle measure;
     nc2_maxangle in REFERENCE.md).  Tiled: memory O(tile^2).  Zero rows give nan."""
-    A = _rows(A, "A")
-    K = A.shape[0]
-    if K < 2:
-        raise ValueError("need at least K = 2 rows")
-    norms = A.norm(dim=1, keepdim=True)
-    if bool((norms == 0).any()):
-        return float("nan")
-    U = A / norms
-    total = 0.0
-    for i in range(0, K, tile):
-        Ui = U[i : i + tile]
-        for j in range(0, K, tile):
-            T = (Ui @ U[j : j + tile].T + 1.0 / (K - 1)).abs_()
-            if i == j:
-                T.diagonal().zero_()
-            total += float(T.sum())
-    return total / (K * (K - 1))
+    return pairwise_summaries(A, angle=True, tile=tile)["angle_error"]
 
 
 def equinorm_error(A) -> float:
