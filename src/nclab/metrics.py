@@ -649,8 +649,8 @@ class NC4Counter:
     (Papyan et al. 2020's NC4, REFERENCE.md section 3).
 
     Features and means are centred on the mean of the class means c before any product, so a large
-    common offset does not cancel in ``|h|^2 + |mu|^2 - 2 h.mu``; one matrix product per batch
-    serves both rules: ``(h - c) [W; Mc]^T``, with the classifier's offset ``W c + b`` added back.
+    common offset does not cancel in ``|h|^2 + |mu|^2 - 2 h.mu``; each rule is one fused
+    multiply-add per block: ``(W c + b) + (h - c) W^T`` and ``|mu_k - c|^2 - 2 (h - c) (mu_k - c)^T``.
     Classes without a sample (zero rows of ``class_means`` when ``counts`` is given) are excluded
     from the nearest-mean rule.  Labels, when given, also yield both accuracies.
     """
@@ -669,11 +669,11 @@ class NC4Counter:
         self.gemm_dtype = gemm_dtype
         self.center = mu[present].mean(0)
         Mc = mu - self.center
-        self._panel64 = torch.cat([W, Mc])  # (2K, d)
-        self._cls_offset = W @ self.center + b
         sq = (Mc * Mc).sum(1)
-        self._ncc_offset = torch.where(present, sq, torch.full_like(sq, float("inf")))
-        self._panels: dict[torch.dtype, torch.Tensor] = {}
+        # float64 masters; per (dtype, device) copies are made on first use
+        self._master = (W.T.contiguous(), -2.0 * Mc.T, W @ self.center + b,
+                        torch.where(present, sq, torch.full_like(sq, float("inf"))))
+        self._operands: dict = {}
         self.mismatches = torch.zeros((), dtype=torch.float64)
         self.total = torch.zeros((), dtype=torch.float64)
         self.correct_classifier = torch.zeros((), dtype=torch.float64)
@@ -690,23 +690,20 @@ class NC4Counter:
         if X.shape[0] == 0:
             return self
         gdt = self.gemm_dtype or _gemm_dtype(X.dtype)
-        dev = X.device
-        if gdt not in self._panels:
-            self._panels[gdt] = self._panel64.to(dev, gdt).T.contiguous()
-        panel = self._panels[gdt].to(dev)
-        center = self.center.to(dev)
-        cls_off, ncc_off = self._cls_offset.to(dev), self._ncc_offset.to(dev)
-        K = self.num_classes
-        rows = max(1, self.BLOCK_ELEMENTS // (2 * K))
+        key = (gdt, X.device)
+        if key not in self._operands:
+            self._operands[key] = tuple(t.to(X.device, gdt) for t in self._master)
+        Wt, Mt2, cls_off, ncc_off = self._operands[key]
+        center = self.center.to(X.device)
+        rows = max(1, self.BLOCK_ELEMENTS // self.num_classes)
         for s in range(0, X.shape[0], rows):  # blocks only bound memory at large K
-            Hc = (X[s : s + rows].to(torch.float64) - center).to(gdt)
-            P = (Hc @ panel).to(torch.float64)
-            pred_cls = (P[:, :K] + cls_off).argmax(1)
-            pred_ncc = (ncc_off - 2.0 * P[:, K:]).argmin(1)
+            Hc = (X[s : s + rows].to(torch.float64) - center).to(gdt)  # centre before rounding
+            pred_cls = torch.addmm(cls_off, Hc, Wt).argmax(1)  # w_k.h + b_k
+            pred_ncc = torch.addmm(ncc_off, Hc, Mt2).argmin(1)  # |h - mu_k|^2 - |h - c|^2
             self.mismatches += float((pred_cls != pred_ncc).sum())
             self.total += pred_cls.shape[0]
             if y is not None:
-                yb = y[s : s + rows].to(dev)
+                yb = y[s : s + rows].to(X.device)
                 self.correct_classifier += float((pred_cls == yb).sum())
                 self.correct_ncc += float((pred_ncc == yb).sum())
                 self.labelled += yb.shape[0]
