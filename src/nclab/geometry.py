@@ -241,21 +241,22 @@ def pairwise_summaries(
         return G
 
     g2 = angle_sum = cdnv_sum = 0.0
-    for i, j in tiles:
+    for i, j in tiles:  # in-place elementwise work: a tile is the only large temporary
         G = block(i, j)
         weight = 2.0 if sym and i != j else 1.0  # a symmetric off-diagonal tile stands for two
-        g2 += weight * float((G * G).sum())
+        g2 += weight * float(torch.linalg.vector_norm(G)) ** 2
         if angle and inv_norm is not None:
-            C = (G * inv_norm[i : i + tile, None] * inv_norm[None, j : j + tile] + 1.0 / (K - 1)).abs_()
+            C = G * inv_norm[i : i + tile, None]
+            C.mul_(inv_norm[None, j : j + tile]).add_(1.0 / (K - 1)).abs_()
             if i == j:
                 C.diagonal().zero_()
             angle_sum += weight * float(C.sum())
         if v is not None:
-            d2 = (sq[i : i + tile, None] + sq[None, j : j + tile] - 2.0 * G).clamp_min_(0.0)
-            ratio = (v[i : i + tile, None] + v[None, j : j + tile]) / (2.0 * d2)
+            d2 = torch.add(sq[i : i + tile, None], sq[None, j : j + tile]).add_(G, alpha=-2.0).clamp_min_(0.0)
+            ratio = torch.add(v[i : i + tile, None], v[None, j : j + tile]).div_(d2)  # (v_k + v_l)/|.|^2
             if i == j:
                 ratio = torch.triu(ratio, diagonal=1)
-            cdnv_sum += float(ratio.sum())
+            cdnv_sum += 0.5 * float(ratio.sum())
 
     out = {"etf_gram_error": float("nan"), "gram": None}
     g = math.sqrt(g2)
@@ -264,10 +265,10 @@ def pairwise_summaries(
         diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
         total = 0.0
         for i, j in tiles:
-            E = block(i, j) / g - off
+            E = (block(i, j) / g).sub_(off)
             if i == j:  # the target's diagonal is (1 - 1/K)/sqrt(K-1)
                 E.diagonal().sub_(diag - off)
-            total += (2.0 if sym and i != j else 1.0) * float((E * E).sum())
+            total += (2.0 if sym and i != j else 1.0) * float(torch.linalg.vector_norm(E)) ** 2
         out["etf_gram_error"] = math.sqrt(total)
     if angle:
         out["angle_error"] = float("nan") if inv_norm is None else angle_sum / (K * (K - 1))
