@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from nclab.io import write_json_atomic
 from nclab.metrics import METRIC_NAMES
 from nclab.nets.train import SUMMARY, TrainConfig, train
 
@@ -234,7 +235,7 @@ def reproduce_heads(
     files = {"json": out / "heads.json", "markdown": out / "heads.md", "figure": out / "heads.png"}
     result = {"title": title, "dataset": dataset, "full": full, "seconds": seconds, "jobs": jobs, "rows": rows,
               "configs": [c.to_dict() for c in configs]}
-    files["json"].write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(files["json"], result)
     files["markdown"].write_text(
         f"## {title}\n\n{markdown_table(rows)}\nWall time of this call: {seconds:.0f} s ({jobs} run(s) at a time); "
         "time s = one run's training and evaluation time; peak MiB = "

@@ -62,6 +62,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from nclab.io import json_ready, write_json_atomic
 from nclab.metrics import NC4Counter, NCMetrics, NCStats
 
 __all__ = [
@@ -474,19 +475,9 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _finite(x):
-    """JSON-safe value: non-finite floats become None (strict JSON has no NaN)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _dumps(record: dict) -> str:
-    return json.dumps({k: _finite(v) for k, v in record.items()})
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    """One strict-JSON log line (non-finite numbers become null)."""
+    return json.dumps(json_ready(record), allow_nan=False)
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
@@ -702,7 +693,7 @@ class _Run:
             out.mkdir(parents=True, exist_ok=True)
             (out / LOG).write_text("")
             cfg = config.to_dict() | {"num_classes": self.K, "lr_milestones": lr_milestones(config.epochs)}
-            _write_json(out / CONFIG, cfg)
+            write_json_atomic(out / CONFIG, cfg)
         if self.env.active:
             dist.barrier()
 
@@ -804,7 +795,7 @@ class _Run:
             "final": evaluated[-1] if evaluated else (log[-1] if log else {}),
         }
         if self.env.main:
-            _write_json(self.out / SUMMARY, summary)
+            write_json_atomic(self.out / SUMMARY, summary)
         return summary
 
 
