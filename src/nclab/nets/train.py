@@ -328,9 +328,10 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 class Extraction:
     """Result of one evaluation pass over (a shard of) a data set.
 
-    ``stats`` is None unless asked for; ``loss_sum``, ``correct`` and ``count`` are sums over the
-    samples seen by this process (all processes after :meth:`sync`); ``features`` (the metric
-    features, in sample order of the shard) only with ``keep_features``."""
+    ``stats`` (this process's :class:`NCStats`, not yet synced) is None unless asked for;
+    ``loss_sum``, ``correct`` and ``count`` are sums over this process's samples; ``features`` (the
+    metric features, in the shard's sample order) and ``indices`` (the shard's sample indices) only
+    with ``keep_features``."""
 
     stats: NCStats | None
     loss_sum: float
