@@ -110,3 +110,12 @@ def test_error_measures_vanish_on_an_etf():
     assert etf_gram_error(M) < 1e-14
     assert etf_angle_error(M) < 1e-14
     assert equinorm_error(M) < 1e-14
+
+
+def test_ones_preserving_rotation():
+    from nclab.geometry import ones_preserving_rotation
+
+    Q = ones_preserving_rotation(7, seed=3)
+    assert torch.allclose(Q @ Q.T, torch.eye(7, dtype=torch.float64), atol=1e-13)
+    assert torch.allclose(Q @ torch.ones(7, dtype=torch.float64), torch.ones(7, dtype=torch.float64), atol=1e-13)
+    assert not torch.allclose(Q, torch.eye(7, dtype=torch.float64))

@@ -215,3 +215,16 @@ def test_heads_on_cuda_buffer_moves_and_update_stays_on_the_sphere():
         opt.step()
     norms = net.head.weight.detach().norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("K,d", [(10, 10), (10, 12), (4, 64)])
+def test_rotated_etf_leaves_every_class_reachable_by_relu_features(K, d, seed):
+    """With a ones-preserving rotation the rows still sum to zero, so h = 1 + w_k/2 (non-negative,
+    as after a ReLU) is classified as k, for every class."""
+    W = ETFHead(d, K, seed=seed, dtype=torch.float64).weight
+    assert float(W.sum(1).abs().max()) < 1e-12
+    H = 1.0 + 0.5 * W
+    assert bool((H >= 0).all())
+    assert torch.equal((H @ W.T).argmax(1), torch.arange(K))
+    assert torch.allclose(W @ W.T, K / (K - 1) * (torch.eye(K, dtype=torch.float64) - 1.0 / K), atol=1e-12)

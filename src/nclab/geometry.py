@@ -25,6 +25,7 @@ __all__ = [
     "simplex_etf",
     "orthogonal_frame",
     "random_orthogonal",
+    "ones_preserving_rotation",
     "simplex_gram",
     "frame_potential",
     "frame_potential_bound",
@@ -61,6 +62,26 @@ def random_orthogonal(d: int, seed: int | None = 0, dtype=torch.float64, device=
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))[None, :]
     return q.to(dtype=dtype, device=device)
+
+
+def ones_preserving_rotation(d: int, seed: int | None = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """A random d x d orthogonal Q with ``Q 1 = 1``: Haar-random on the complement of the
+    all-ones vector, the identity along it (``Q = u u^T + B R B^T``, u = 1/sqrt(d), B a basis of
+    1^perp, R Haar on O(d-1)).
+
+    Why: a frame W with rows summing to zero (``W 1 = 0``, true of :func:`simplex_etf` for d >= K)
+    keeps that property under Q, and then every class is the argmax of ``W h`` for some
+    non-negative h (``h = 1 + eps w_k``), so a fixed classifier on ReLU features can reach every
+    class.  A rotation by a general orthogonal matrix can leave a class unreachable from the
+    non-negative orthant.
+    """
+    d = _check_int("d", d, 1)
+    if d == 1:
+        return torch.ones(1, 1, dtype=dtype, device=device)
+    B = _centred_basis(d)
+    u = torch.full((d, 1), 1.0 / math.sqrt(d), dtype=torch.float64)
+    Q = u @ u.T + B @ random_orthogonal(d - 1, seed) @ B.T
+    return Q.to(dtype=dtype, device=device)
 
 
 def _centred_basis(K: int) -> torch.Tensor:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nclab.geometry import simplex_etf
+from nclab.geometry import ones_preserving_rotation, simplex_etf
 
 __all__ = [
     "HEADS",
@@ -126,10 +126,14 @@ class LearnedHead(_Head):
 class ETFHead(_Head):
     """Fixed simplex-ETF classifier ``logits = h W^T (+ b)``; W is a buffer, never trained.
 
-    ``W = nclab.geometry.simplex_etf(K, d, seed=seed)``: K unit rows with pairwise inner product
-    -1/(K-1), i.e. ``W W^T = K/(K-1) (I - J/K)`` (REFERENCE.md section 1), rotated by a Haar-random
-    d x d orthogonal matrix drawn from ``seed`` (``seed=None``: the unrotated frame, the first K
-    coordinate axes centred and scaled).  Zhu et al. (2021) show that fixing the classifier to a
+    ``W = nclab.geometry.simplex_etf(K, d)``: K unit rows with pairwise inner product -1/(K-1),
+    i.e. ``W W^T = K/(K-1) (I - J/K)`` (REFERENCE.md section 1); ``seed=None`` keeps the unrotated
+    frame (the first K coordinate axes centred and scaled, as in Zhu et al.'s code), a seed
+    rotates it by :func:`nclab.geometry.ones_preserving_rotation` (Haar-random on the complement
+    of the all-ones vector).  Penultimate features after a ReLU are non-negative; a general random
+    rotation can leave a class that no non-negative feature reaches (training then stalls below
+    100% accuracy), while a frame whose rows sum to zero keeps every class reachable
+    (``h = 1 + eps w_k``): true for d >= K, not guaranteed for d = K-1.  Zhu et al. (2021) show that fixing the classifier to a
     simplex ETF with d = K loses no accuracy while removing K*d trainable parameters.
 
     W is registered with ``register_buffer(..., persistent=True)``: it is in ``state_dict`` (so a
@@ -171,7 +175,10 @@ class ETFHead(_Head):
             )
         self.seed = seed
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        frame = simplex_etf(K, d, seed=seed, dtype=torch.float64).to(device=device, dtype=dtype)
+        frame = simplex_etf(K, d)
+        if seed is not None:
+            frame = frame @ ones_preserving_rotation(d, seed)
+        frame = frame.to(device=device, dtype=dtype)
         self.register_buffer("weight", frame, persistent=True)
         self.bias = nn.Parameter(torch.zeros(K, device=device, dtype=dtype)) if bias else None
 

@@ -59,9 +59,8 @@ class HeadRun:
 
 #: The four runs of the comparison.  The d = 512 ETF is rotated by the seed so that it spans all
 #: 512 feature dimensions: the frame on the first K axes (Zhu et al.'s) would leave 502 of them
-#: without gradient and make the run the d = K run plus dead units.  The d = K ETF is not rotated:
-#: with non-negative (ReLU) features a rotated frame in d = K can make a class unreachable
-#: (:attr:`nclab.nets.train.TrainConfig.etf_rotation`).
+#: without gradient and make the run the d = K run plus dead units.  The d = K ETF keeps Zhu et
+#: al.'s unrotated frame (see :attr:`nclab.nets.train.TrainConfig.etf_rotation`).
 HEAD_RUNS = (
     HeadRun("learned", "learned"),
     HeadRun("etf", "etf", etf_rotation=True),

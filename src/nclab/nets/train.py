@@ -145,11 +145,12 @@ class TrainConfig:
         must fit a time limit continues later with ``resume``; the schedule still uses ``epochs``.
     threads : torch's intra-op CPU threads for this process (None: torch's default).  One thread
         per process is much faster than two when another process competes for the cores.
-    etf_rotation : rotate the fixed ETF by the Haar-random orthogonal matrix of ``seed``.  Off by
-        default, as in Zhu et al.'s code (the frame on the first K axes): the backbones end with a
-        ReLU, so features are non-negative, and with d = K a rotated frame can leave a class's
-        decision cone outside the non-negative orthant; that class is then never predicted
-        (seed 0, K = d = 10: 9 classes reachable, training accuracy stuck at 90%).
+    etf_rotation : rotate the fixed ETF by the seed (:class:`nclab.nets.heads.ETFHead`: a
+        rotation that fixes the all-ones vector).  Off by default, as in Zhu et al.'s code (the
+        frame on the first K axes).  The backbones end with a ReLU, so features are non-negative;
+        a general Haar rotation with d = K left a class outside the reach of the non-negative
+        orthant (seed 0, K = d = 10: training accuracy stuck at 90%), which is why the head only
+        rotates within the complement of the all-ones vector, where every class stays reachable.
     """
 
     dataset: str = "mnist"
