@@ -186,8 +186,10 @@ def test_cuda_run_and_resume(data_dir, tmp_path):
 
 def test_etf_frame_reaches_every_class_with_relu_features(data_dir, tmp_path):
     """The backbones end with a ReLU: features are non-negative.  With d = K the default (unrotated)
-    frame still lets every class win somewhere (h = e_k); seed 0's rotation does not (one class's
-    decision cone misses the orthant), which is why etf_rotation is off by default."""
+    frame lets every class win somewhere (h = e_k), and so does the head's seeded rotation (it fixes
+    the all-ones vector); a general Haar rotation (seed 0) does not: one class's decision cone
+    misses the orthant."""
+    from nclab.geometry import simplex_etf
     from scipy.optimize import linprog
 
     def reachable(W):
@@ -202,7 +204,8 @@ def test_etf_frame_reaches_every_class_with_relu_features(data_dir, tmp_path):
     plain = build_model(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0)).head.weight
     rotated = build_model(TrainConfig(model="mlp", head="etf", feature_dim=10, seed=0, etf_rotation=True)).head.weight
     assert reachable(plain) == 10
-    assert reachable(rotated) < 10
+    assert reachable(rotated) == 10
+    assert reachable(simplex_etf(10, 10, seed=0)) < 10  # a general rotation: the failure mode
     # and the unrotated d = K network does fit every class of a small training set
     cfg = tiny(data_dir, tmp_path / "etfk", head="etf", feature_dim=10, epochs=6, lr=0.1)
     log = train(cfg, progress=False)["final"]
