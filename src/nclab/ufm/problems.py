@@ -297,6 +297,11 @@ class UFMProblem:
 # --------------------------------------------------------------------------------------------
 
 
+def _sq_norm(A: torch.Tensor) -> float:
+    """|A|_F^2 without a temporary."""
+    return float(torch.linalg.vector_norm(A)) ** 2
+
+
 def _softmax_hvp(P: torch.Tensor, dZ: torch.Tensor) -> torch.Tensor:
     """Row-wise softmax Jacobian applied to dZ: ``P*dZ - P*rowsum(P*dZ)``."""
     PdZ = P * dZ
@@ -326,20 +331,22 @@ class _LogitProblem(UFMProblem):
 
     def _compute(self, x) -> dict:
         W, H = x[0], x[1]
-        Z = H @ W.T
-        if self._scale != 1.0:
-            Z = self._scale * Z
+        # Z = s H W^T (+ 1 b^T) in one fused product; Z is private, so the loss may overwrite it.
         if self.has_bias:
-            Z = Z + x[2]
+            Z = torch.addmm(x[2], H, W.T, alpha=self._scale)
+        else:
+            Z = torch.mm(H, W.T)
+            if self._scale != 1.0:
+                Z.mul_(self._scale)
         state: dict = {}
         value = self._loss(Z, state)
         reg = 0.0
         if self.lw:
-            reg += 0.5 * self.lw * float(torch.sum(W * W))
+            reg += 0.5 * self.lw * _sq_norm(W)
         if self.lh:
-            reg += 0.5 * self.lh * float(torch.sum(H * H))
+            reg += 0.5 * self.lh * _sq_norm(H)
         if self.has_bias and self.lb:
-            reg += 0.5 * self.lb * float(torch.sum(x[2] * x[2]))
+            reg += 0.5 * self.lb * _sq_norm(x[2])
         state["cost"] = value + reg
         return state
 
@@ -347,12 +354,9 @@ class _LogitProblem(UFMProblem):
         W, H = x[0], x[1]
         G = state["G"]
         s = self._scale
-        gW = s * (G.T @ H)
-        gH = s * (G @ W)
-        if self.lw:
-            gW = gW + self.lw * W
-        if self.lh:
-            gH = gH + self.lh * H
+        # s G^T H + lw W and s G W + lh H, each one fused product
+        gW = torch.addmm(W, G.T, H, beta=self.lw, alpha=s) if self.lw else torch.mm(G.T, H).mul_(s)
+        gH = torch.addmm(H, G, W, beta=self.lh, alpha=s) if self.lh else torch.mm(G, W).mul_(s)
         if not self.has_bias:
             return (gW, gH)
         gb = G.sum(dim=0)
@@ -392,10 +396,9 @@ class _CELoss:
         lse = torch.logsumexp(Z, dim=1)
         labels = self.labels.to(Z.device)
         value = float((lse.sum() - Z[self._rows, labels].sum()) / self.N)
-        P = torch.exp(Z - lse[:, None])
-        G = P.clone()
-        G[self._rows, labels] -= 1.0
-        G /= self.N
+        P = Z.sub_(lse[:, None]).exp_()  # softmax in place: Z is not needed any more
+        G = P / self.N
+        G[self._rows, labels] -= 1.0 / self.N
         state["P"] = P
         state["G"] = G
         return value
@@ -408,10 +411,10 @@ class _MSELoss:
     """Mixin: 1/(2N) |Z - Y|_F^2; caches G = (Z - Y)/N."""
 
     def _loss(self, Z, state):
-        R = Z.clone()
+        R = Z  # private to this evaluation: the residual overwrites it
         R[self._rows, self.labels.to(Z.device)] -= 1.0
-        value = float(torch.sum(R * R)) / (2 * self.N)
-        state["G"] = R / self.N
+        value = _sq_norm(R) / (2 * self.N)
+        state["G"] = R.div_(self.N)
         return value
 
     def _loss_hvp(self, state, dZ):
