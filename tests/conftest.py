@@ -36,3 +36,13 @@ def data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data directory not found at {SHARED_DATA}; it must sit beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny problems: one intra-op thread (on a loaded 2-core machine a second
+    thread only adds synchronisation, milliseconds per small GEMM).  Restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

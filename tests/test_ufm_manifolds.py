@@ -14,14 +14,7 @@ import torch
 from nclab.ufm.manifolds import Euclidean, Oblique, Product, Sphere
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: intra-op threads only add synchronisation (milliseconds per GEMM
-    on a loaded 2-core machine).  Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
 
 
 def gen(seed=0):

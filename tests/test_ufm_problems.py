@@ -30,14 +30,7 @@ from nclab.ufm.problems import (
 from nclab.ufm.tools import hessian_spectrum
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: intra-op threads only add synchronisation (milliseconds per GEMM
-    on a loaded 2-core machine).  Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
 
 # --------------------------------------------------------------------------------------------
 # the independent oracle

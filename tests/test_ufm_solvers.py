@@ -27,13 +27,7 @@ SOLVER_NAMES = ("lbfgs", "gd", "rgd", "rcg", "rtr")
 TOL = dict(gtol=1e-10, ftol=0.0)  # converge to the gradient tolerance, never stop on small changes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: one intra-op thread is fastest and immune to a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,14 +21,7 @@ from nclab.ufm.problems import CEProblem, MSEProblem, NormalizedProblem, SphereP
 from nclab.ufm.tools import check_gradient, check_hessian, hessian_extreme_eigs, hessian_spectrum, taylor_slope
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: intra-op threads only add synchronisation (milliseconds per GEMM
-    on a loaded 2-core machine).  Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
 
 PROBLEMS = [
     CEProblem(K=4, n=3, d=4, lw=5e-3, lh=1e-2),
