@@ -494,6 +494,16 @@ def _check_pos(name, value):
     return float(value)
 
 
+def _line_search_options(o: dict) -> tuple[float, float]:
+    """Validate the line-search options shared by L-BFGS and CG; return the Wolfe constants."""
+    if o["line_search"] not in ("wolfe", "armijo"):
+        raise ValueError(f"line_search must be 'wolfe' or 'armijo', got {o['line_search']!r}")
+    c1, c2 = float(o["c1"]), float(o["c2"])
+    if not 0 < c1 < c2 < 1:
+        raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    return c1, c2
+
+
 def _options(name: str, defaults: dict, given: dict) -> dict:
     allowed = {**_COMMON_DEFAULTS, **defaults}
     unknown = sorted(set(given) - set(allowed))
@@ -822,15 +832,11 @@ def lbfgs(problem, x0, **options):
         options,
     )
     memory = _check_int("memory", o["memory"], 1)
-    if o["line_search"] not in ("wolfe", "armijo"):
-        raise ValueError(f"line_search must be 'wolfe' or 'armijo', got {o['line_search']!r}")
     if o["scaling"] not in ("auto", "block", "scalar"):
         raise ValueError(f"scaling must be 'auto', 'block' or 'scalar', got {o['scaling']!r}")
     if o["transport"] not in ("lazy", "full"):
         raise ValueError(f"transport must be 'lazy' or 'full', got {o['transport']!r}")
-    c1, c2 = float(o["c1"]), float(o["c2"])
-    if not 0 < c1 < c2 < 1:
-        raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    c1, c2 = _line_search_options(o)
     sp = _Space(problem, x0)
     mon = _Monitor("lbfgs", sp, o)
     p = sp.evaluate(sp.x0)
@@ -1013,11 +1019,7 @@ def conjugate_gradient(problem, x0, **options):
     rule = str(o["beta_rule"]).lower()
     if rule not in ("hs+", "pr+", "fr", "hz"):
         raise ValueError(f"beta_rule must be one of 'hs+', 'pr+', 'fr', 'hz', got {o['beta_rule']!r}")
-    if o["line_search"] not in ("wolfe", "armijo"):
-        raise ValueError(f"line_search must be 'wolfe' or 'armijo', got {o['line_search']!r}")
-    c1, c2 = float(o["c1"]), float(o["c2"])
-    if not 0 < c1 < c2 < 1:
-        raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
+    c1, c2 = _line_search_options(o)
     restart_every = _check_int("restart_every", o["restart_every"], 0)
     sp = _Space(problem, x0)
     mon = _Monitor("rcg", sp, o)
