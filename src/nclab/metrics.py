@@ -16,10 +16,11 @@ them) and then merged into the running state by the exact pairwise update of Cha
 
 Raw moments (sum x x^T - n mu mu^T) are never formed, so a common offset of the features costs no
 precision: this is what keeps NC1 exact in the terminal phase of training, where the within-class
-spread is 1e-4..1e-6 of the feature norm.  The batch's deviations and the merge correction are
-stacked into one matrix and enter the scatter through a single matrix product per batch, done in
-the input's precision (float32 inputs: float32 product of already-centred values, accumulated into
-the float64 state; float64 inputs: float64 throughout).  No Python loop runs over samples or
+spread is 1e-4..1e-6 of the feature norm.  The batch's deviations from a first estimate of its
+class means and the merge correction are stacked into one matrix and enter the scatter through a
+single symmetric rank-k product per batch (BLAS syrk on the CPU), plus a K_b-row correction for
+the estimate's residual; products run in the input's precision (float32 inputs: float32 products
+of already-centred values, accumulated into the float64 state; float64 inputs: float64 throughout).  No Python loop runs over samples or
 classes, and no B x K one-hot is formed (class sums use ``index_add_``).
 
 Across processes only sums are all-reduced (:meth:`NCStats.sync`): counts and count-weighted means
