@@ -3,11 +3,9 @@ closed forms, invariances, exact merges and a 3-process gloo run."""
 
 from __future__ import annotations
 
-import math
 import os
 import random
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
