@@ -494,6 +494,13 @@ def _check_pos(name, value):
     return float(value)
 
 
+def _start(name: str, sp: "_Space", o: dict):
+    """Every solver's opening: a monitor, the first evaluation and the first stopping check."""
+    mon = _Monitor(name, sp, o)
+    p = sp.evaluate(sp.x0)
+    return mon, p, mon.start(p)
+
+
 def _line_search_options(o: dict) -> tuple[float, float]:
     """Validate the line-search options shared by L-BFGS and CG; return the Wolfe constants."""
     if o["line_search"] not in ("wolfe", "armijo"):
@@ -838,9 +845,7 @@ def lbfgs(problem, x0, **options):
         raise ValueError(f"transport must be 'lazy' or 'full', got {o['transport']!r}")
     c1, c2 = _line_search_options(o)
     sp = _Space(problem, x0)
-    mon = _Monitor("lbfgs", sp, o)
-    p = sp.evaluate(sp.x0)
-    reason = mon.start(p)
+    mon, p, reason = _start("lbfgs", sp, o)
     it = 0
     if reason:
         return mon.finish(it, p, reason)
@@ -936,9 +941,7 @@ def gradient_descent(problem, x0, **options):
     if mom >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {mom}")
     sp = _Space(problem, x0)
-    mon = _Monitor("gd", sp, o)
-    p = sp.evaluate(sp.x0)
-    reason = mon.start(p)
+    mon, p, reason = _start("gd", sp, o)
     it = 0
     v = torch.zeros_like(p.g)
     while not reason:
@@ -971,9 +974,7 @@ def riemannian_gradient_descent(problem, x0, **options):
     lr = _check_pos("lr", o["lr"])
     c1 = _check_pos("c1", o["c1"])
     sp = _Space(problem, x0)
-    mon = _Monitor("rgd", sp, o)
-    p = sp.evaluate(sp.x0)
-    reason = mon.start(p)
+    mon, p, reason = _start("rgd", sp, o)
     it = 0
     t_next = 1.0 / max(p.gn, 1e-300)
     while not reason:
@@ -1022,9 +1023,7 @@ def conjugate_gradient(problem, x0, **options):
     c1, c2 = _line_search_options(o)
     restart_every = _check_int("restart_every", o["restart_every"], 0)
     sp = _Space(problem, x0)
-    mon = _Monitor("rcg", sp, o)
-    p = sp.evaluate(sp.x0)
-    reason = mon.start(p)
+    mon, p, reason = _start("rcg", sp, o)
     it = 0
     d = torch.neg(p.g)
     slope = -p.gn * p.gn
@@ -1177,9 +1176,7 @@ def trust_regions(problem, x0, **options):
         raise ValueError(f"rho_prime must be in [0, 1/4), got {rho_prime}")
     kappa, theta = _check_pos("kappa", o["kappa"]), _check_nonneg("theta", o["theta"])
     max_inner = _check_int("max_inner", o["max_inner"] if o["max_inner"] is not None else min(dim, 1000), 1)
-    mon = _Monitor("rtr", sp, o)
-    p = sp.evaluate(sp.x0)
-    reason = mon.start(p)
+    mon, p, reason = _start("rtr", sp, o)
     it = 0
     rejections = 0
     while not reason:
