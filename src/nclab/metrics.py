@@ -352,8 +352,12 @@ class NCStats:
         if self.counts is None or self.num_samples == 0:
             raise ValueError("no samples yet: call update(features, labels) first")
 
-    def _merge_state(self, nb, mb, m2b, scatter_b) -> None:
-        """Chan et al.'s exact pairwise merge of (nb, mb, m2b, scatter_b) into self, float64."""
+    def _merge_state(self, nb, mb, m2b, scatter_b=None):
+        """Chan et al.'s exact pairwise merge of (nb, mb, m2b, scatter_b) into self, float64.
+
+        Returns the merge weights w_k = n_a n_b / n and offsets delta_k = mean_b - mean_a.  With
+        ``scatter_b=None`` the scatter is left to the caller (``update`` folds
+        ``scatter_b + sum_k w_k delta_k delta_k^T`` into its own product)."""
         na = self.counts
         n = na + nb
         w = torch.where(n > 0, na * nb / n.clamp_min(1.0), torch.zeros_like(n))
@@ -361,8 +365,10 @@ class NCStats:
         frac = torch.where(n > 0, nb / n.clamp_min(1.0), torch.zeros_like(n))
         self.means = self.means + delta * frac[:, None]
         self.m2 = self.m2 + m2b + w * (delta * delta).sum(1)
-        self.scatter = self.scatter + scatter_b + delta.T @ (w[:, None] * delta)
+        if scatter_b is not None:
+            self.scatter = self.scatter + scatter_b + delta.T @ (w[:, None] * delta)
         self.counts = n
+        return w, delta
 
     # -- update ------------------------------------------------------------------------------
 
@@ -396,10 +402,7 @@ class NCStats:
         # Chan et al.'s merge.  The batch's scatter about its class means is R^T R - sum_k n_k c_k c_k^T
         # (R is centred on a first estimate a_k of the class mean, c_k = mean_b,k - a_k is tiny);
         # the merge adds sum_k w_k delta_k delta_k^T.  Both positive parts share one product.
-        na = self.counts
-        n = na + nb
-        w = torch.where(n > 0, na * nb / n.clamp_min(1.0), torch.zeros_like(n))
-        delta = mb - self.means
+        w, delta = self._merge_state(nb, mb, m2b)
         seen = torch.nonzero(w > 0).squeeze(1)
         present = torch.nonzero(nb > 0).squeeze(1)
         R_all[B : B + seen.shape[0]] = delta.index_select(0, seen) * w.index_select(0, seen).sqrt()[:, None]
@@ -407,11 +410,6 @@ class NCStats:
         neg = (c.index_select(0, present).to(torch.float64) * nb.index_select(0, present).sqrt()[:, None]).to(wdt)
         self._add_gram(pos, 1.0)
         self._add_gram(neg, -1.0)
-
-        frac = torch.where(n > 0, nb / n.clamp_min(1.0), torch.zeros_like(n))
-        self.means += delta * frac[:, None]
-        self.m2 += m2b + w * (delta * delta).sum(1)
-        self.counts = n
         return self
 
     def _add_gram(self, A: torch.Tensor, alpha: float) -> None:
