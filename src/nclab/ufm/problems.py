@@ -302,10 +302,58 @@ def _sq_norm(A: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(A)) ** 2
 
 
-def _softmax_hvp(P: torch.Tensor, dZ: torch.Tensor) -> torch.Tensor:
-    """Row-wise softmax Jacobian applied to dZ: ``P*dZ - P*rowsum(P*dZ)``."""
-    PdZ = P * dZ
-    return PdZ - P * PdZ.sum(dim=1, keepdim=True)
+def stable_cross_entropy(Z: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None):
+    """Per-sample cross-entropy, softmax and the pivot of every row, with relative accuracy at
+    every scale.  ``Z`` (N x K) is overwritten (it becomes the softmax P).
+
+    With ``D_ij = z_ij - z_{i,y_i}`` and the pivot ``j*_i = argmax_j z_ij`` (``m_i = D_{i j*} >= 0``):
+
+        CE(z_i, y_i) = m_i + log1p( sum_{j != j*} exp(D_ij - m_i) ),
+
+    which is ``log1p(sum_{j != y} exp(z_j - z_y))`` when the label is the largest logit (the
+    collapsed regime) and has no cancellation otherwise (m_i > 0 and the log1p argument >= 0).
+    The textbook ``logsumexp(z) - z_y`` subtracts two numbers that agree to ~1/CE digits: at
+    tau = 20 on the normalized UFM (CE ~ 1e-11) it keeps ~5 digits, at tau = 40 none.
+
+    ``P_ij = exp(D_ij - m_i) / (1 + T_i)`` (T_i the log1p argument) has relative accuracy in every
+    entry.  Returns ``(ce, P, pivot)``: ce (N,), P (N x K, in Z's storage), pivot (N,) long."""
+    if rows is None:
+        rows = torch.arange(Z.shape[0], device=Z.device)
+    zy = Z[rows, labels]
+    m, pivot = Z.max(dim=1)
+    P = Z.sub_(m[:, None]).exp_()  # exp(z_j - z_max): entries in (0, 1], 1 at the pivot
+    P[rows, pivot] = 0.0
+    T = P.sum(dim=1)  # sum over j != j* (the pivot excluded exactly)
+    P[rows, pivot] = 1.0
+    ce = torch.log1p(T).add_(m - zy)  # m - z_y = m_i above (>= 0; exactly 0 when y is the pivot)
+    P.div_((1.0 + T)[:, None])
+    return ce, P, pivot
+
+
+def ce_label_gradient(P: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, scale: float) -> torch.Tensor:
+    """``G = scale (P - Y)`` with the label entry formed as ``-scale sum_{j != y} P_j`` (not
+    ``P_y - 1``, which cancels when the loss is small); P is overwritten."""
+    P[rows, labels] = 0.0
+    rest = P.sum(dim=1)  # sum_{j != y} P_ij, a sum of positive terms
+    P[rows, labels] = -rest
+    return P.mul_(scale)
+
+
+def _softmax_hvp(P: torch.Tensor, dZ: torch.Tensor, pivot: torch.Tensor | None = None) -> torch.Tensor:
+    """Row-wise softmax Jacobian applied to dZ: ``(diag(P) - P P^T) dZ`` per row.
+
+    The Jacobian annihilates constant rows, so dZ is first shifted by its pivot entry,
+    ``Delta = dZ - dZ_{j*} 1``, and the product is ``P * (Delta - <P, Delta>)``: ``<P, Delta>``
+    then only sums the small off-pivot terms, and the pivot's entry ``-P_{j*} <P, Delta>`` is formed
+    without the cancellation of ``P_{j*} (dZ_{j*} - <P, dZ>)`` (whose two terms agree to ~1/CE
+    digits in the collapsed regime).  Without ``pivot`` the textbook form is used."""
+    if pivot is None:
+        PdZ = P * dZ
+        return PdZ - P * PdZ.sum(dim=1, keepdim=True)
+    rows = torch.arange(dZ.shape[0], device=dZ.device)
+    Delta = dZ - dZ[rows, pivot][:, None]
+    c = (P * Delta).sum(dim=1, keepdim=True)
+    return Delta.sub_(c).mul_(P)
 
 
 class _LogitProblem(UFMProblem):
@@ -393,18 +441,15 @@ class _CELoss:
     """Mixin: mean cross-entropy of the logits; caches P (row softmax) and G = (P - Y)/N."""
 
     def _loss(self, Z, state):
-        lse = torch.logsumexp(Z, dim=1)
         labels = self.labels.to(Z.device)
-        value = float((lse.sum() - Z[self._rows, labels].sum()) / self.N)
-        P = Z.sub_(lse[:, None]).exp_()  # softmax in place: Z is not needed any more
-        G = P / self.N
-        G[self._rows, labels] -= 1.0 / self.N
-        state["P"] = P
-        state["G"] = G
-        return value
+        ce, P, pivot = stable_cross_entropy(Z, labels, self._rows)  # Z becomes P
+        state["P"] = P.clone()
+        state["pivot"] = pivot
+        state["G"] = ce_label_gradient(P, labels, self._rows, 1.0 / self.N)
+        return float(ce.sum()) / self.N
 
     def _loss_hvp(self, state, dZ):
-        return _softmax_hvp(state["P"], dZ) / self.N
+        return _softmax_hvp(state["P"], dZ, state["pivot"]).div_(self.N)
 
 
 class _MSELoss:
@@ -793,14 +838,12 @@ class SphereProblem(UFMProblem):
 
     def _compute(self, x) -> dict:
         X = x[0]
-        Z = self.tau * (X @ X.T)
-        lse = torch.logsumexp(Z, dim=1)
-        cost = float((lse.sum() - torch.diagonal(Z).sum()) / self.n_points)
-        P = torch.exp(Z - lse[:, None])
-        G = P.clone()
-        G.diagonal().sub_(1.0)
-        G /= self.n_points
-        return {"cost": cost, "P": P, "G": G, "Gs": G + G.T}
+        Z = torch.mm(X, X.T).mul_(self.tau)
+        rows = self.labels
+        ce, P, pivot = stable_cross_entropy(Z, rows, rows)  # row i's label is i
+        cost = float(ce.sum()) / self.n_points
+        G = ce_label_gradient(P.clone(), rows, rows, 1.0 / self.n_points)
+        return {"cost": cost, "P": P, "pivot": pivot, "G": G, "Gs": G + G.T}
 
     def _egrad(self, x, state):
         return (self.tau * (state["Gs"] @ x[0]),)
@@ -808,7 +851,7 @@ class SphereProblem(UFMProblem):
     def _ehess(self, x, state, u):
         X, V = x[0], u[0]
         A = V @ X.T
-        dG = _softmax_hvp(state["P"], self.tau * (A + A.T)) / self.n_points
+        dG = _softmax_hvp(state["P"], self.tau * (A + A.T), state["pivot"]) / self.n_points
         return (self.tau * ((dG + dG.T) @ X + state["Gs"] @ V),)
 
     @property
