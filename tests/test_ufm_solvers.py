@@ -125,7 +125,7 @@ def test_every_solver_minimises_a_convex_quadratic(name):
     x, log = S.SOLVERS[name](prob, prob.random_start(1), **TOL)
     assert abs(prob._f(x) - prob.optimum) <= 1e-12 * max(1.0, abs(prob.optimum))
     assert torch.allclose(prob._vec(x), prob.minimiser, atol=1e-9)
-    assert log.stop_reason == "gradient norm <= gtol"
+    assert log.stop_reason == S.STOP_GRADIENT
     assert [type(t) for t in x] == [torch.Tensor, torch.Tensor] and x[0].shape == (3, 2)
 
 
@@ -330,7 +330,7 @@ def test_sphere_frame_potential_approaches_n2_over_d():
 def test_every_solver_runs_on_the_sphere_with_more_points_than_dimensions(name):
     problem = make_problem("sphere", n_points=8, d=3, tau=2.0)
     x, log = S.SOLVERS[name](problem, problem.random_start(0), metrics_every=-1, **TOL)
-    assert log.stop_reason == "gradient norm <= gtol" and log.final["grad_norm"] <= 1e-10
+    assert log.stop_reason == S.STOP_GRADIENT and log.final["grad_norm"] <= 1e-10
     assert problem.cost(x) < problem.cost(problem.random_start(0))
 
 
@@ -464,7 +464,8 @@ def test_bad_solver_options_raise_clear_errors(call, match):
         (dict(loss="ce", solver="newton"), "unknown solver"),
         (dict(loss="hinge"), "unknown loss"),
         (dict(loss="ce", seed=-1), "seed"),
-        (dict(loss="ce", tol=-1.0), "tol"),
+        (dict(loss="ce", gtol=-1.0), "gtol"),
+        (dict(loss="ce", solver_options=dict(tol=1e-8)), "tol is now called gtol"),
     ],
 )
 def test_bad_options_from_python_raise_clear_errors(kwargs, match):
@@ -473,7 +474,7 @@ def test_bad_options_from_python_raise_clear_errors(kwargs, match):
 
 
 def test_solve_returns_the_documented_result():
-    r = solve("ce", "lbfgs", seed=0, max_iter=500, tol=1e-10, K=4, n=5, d=4)
+    r = solve("ce", "lbfgs", seed=0, max_iter=500, gtol=1e-10, K=4, n=5, d=4)
     assert set(RESULT_KEYS) <= set(r)
     assert r["gap"] == pytest.approx(r["objective"] - r["optimum"], abs=0)
     assert abs(r["relative_gap"]) < 1e-9 and r["iterations"] == r["log"]["n_iter"]
@@ -482,5 +483,6 @@ def test_solve_returns_the_documented_result():
     assert s["optimum"] is None and s["gap"] is None and s["relative_gap"] is None
     assert {"frame_potential", "frame_potential_bound", "frame_potential_excess", "welch_bound"} <= set(s["metrics"])
     assert s["metrics"]["frame_potential_bound"] == 27.0
-    x, r2 = run_solver(make_problem("ce"), "lbfgs", 0, tol=1e-10)
+    assert r["converged"] is True and r["status"] == "optimal" and r["warnings"] == []
+    x, r2 = run_solver(make_problem("ce"), "lbfgs", 0, gtol=1e-10)
     assert r2["objective"] == pytest.approx(r["objective"], rel=1e-12) and len(x) == 3

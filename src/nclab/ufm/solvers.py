@@ -29,10 +29,30 @@ name       function                          method
 Common options (every solver):
 
 * ``max_iter`` -- iteration cap (an iteration is one accepted or rejected outer step);
-* ``gtol`` -- stop when the Riemannian gradient norm ``|grad f(x)| <= gtol`` (absolute);
-* ``ftol`` -- stop when the relative objective change
-  ``|f_k - f_{k+1}| <= ftol * max(|f_k|, |f_{k+1}|)`` holds at two consecutive iterations
-  (0 disables it);
+* ``gtol`` -- the first-order test, relative to the problem's own scale (default 1e-8):
+
+      |grad f(x)| <= gtol * |f(x)| / max(|x|, 1),
+
+  with ``|grad f(x)|`` the Riemannian gradient norm and ``|x|`` the Frobenius norm of the point
+  (all factors).  ``|grad f| |x| / |f|`` is the relative change of f under a relative change of x
+  (the relative condition number of f at x), so the test means the same whether f is 1 or 1e-40:
+  at temperature tau = 40 the normalized UFM's optimum is ~1e-21 and every gradient is of that
+  order, where an absolute test stops at once; for the CE UFM with tiny weight decay the point's
+  norm grows and the loss shrinks, and the test follows both.  The floor 1 on |x| keeps the test
+  meaningful at x = 0 (the CE/MSE zero minimiser, where it becomes ``|grad f| <= gtol |f|``).
+  Close to a non-degenerate minimiser the relative gap obeys
+  ``(f - f*)/f ~ |grad f|^2 / (2 lambda_min f) ~ gtol^2 / kappa`` with kappa the smallest Hessian
+  eigenvalue in the units of f/|x|^2 (lambda_min |x|^2 / f), so 1e-8 leaves the gap at rounding;
+* ``gtol_abs`` -- also stop when ``|grad f(x)| <= gtol_abs`` (absolute; default 0: off).  For
+  problems whose minimum value is 0 (a consistent least-squares system), where no relative test
+  can hold;
+* ``ftol`` -- the stalled-progress test: stop when the relative objective change
+  ``|f_k - f_{k+1}| <= ftol * max(|f_k|, |f_{k+1}|)`` holds at ``stall_iters`` consecutive
+  iterations during which the gradient norm did not fall to half its value at the window's start
+  (ftol = 0 disables it; defaults ftol = 1e-15, stall_iters = 50).  Near a minimiser f is flat to
+  rounding (relative gap ~ gtol^2) while the gradient, which L-BFGS, CG and the approximate-Wolfe
+  line searches still see, keeps halving: that is progress, not a stall.  A stall is not
+  convergence: it is reported with ``converged = False``;
 * ``f_target`` -- stop as soon as ``f(x) <= f_target`` (benchmarks: time to a given gap);
 * ``max_time`` -- wall-clock cap in seconds;
 * ``callback(iteration, x, objective, grad_norm)`` -- called after every iteration; returning
@@ -43,6 +63,11 @@ Common options (every solver):
 
 The time spent in ``problem.metrics`` and in the callback is excluded from the logged times.
 The solvers are deterministic given the start (no random numbers are drawn).
+
+Every run ends with ``log.stop_reason`` and ``log.converged``: True only when a convergence test
+held (:data:`STOP_GRADIENT`, :data:`STOP_GRADIENT_ABS` or :data:`STOP_TARGET`); an iteration or
+time cap, a stall, a failed line search, a collapsed trust region, divergence or a callback's stop
+give ``converged = False``.
 
 Implementation notes
 --------------------
@@ -69,9 +94,9 @@ Example
 ...     def cost(self, x): return self.cost_and_egrad(x)[0]
 ...     def egrad(self, x): return self.cost_and_egrad(x)[1]
 ...     def rhess(self, x, u): return (self.A.T @ (self.A @ u[0]),)
->>> x, log = lbfgs(Quadratic(), (torch.zeros(3, dtype=torch.float64),), gtol=1e-10, metrics_every=-1)
->>> log.stop_reason, log.iterations[-1]["objective"] < 1e-18
-('gradient norm <= gtol', True)
+>>> x, log = lbfgs(Quadratic(), (torch.zeros(3, dtype=torch.float64),), gtol_abs=1e-10, metrics_every=-1)
+>>> log.stop_reason, log.converged, log.iterations[-1]["objective"] < 1e-18
+('gradient norm <= gtol_abs', True, True)
 """
 
 from __future__ import annotations
@@ -87,6 +112,10 @@ from scipy.linalg import solve_triangular
 
 __all__ = [
     "SolverLog",
+    "STOP_GRADIENT",
+    "STOP_GRADIENT_ABS",
+    "STOP_TARGET",
+    "CONVERGED_REASONS",
     "lbfgs",
     "gradient_descent",
     "riemannian_gradient_descent",
@@ -103,6 +132,13 @@ _EPS = float(np.finfo(np.float64).eps)
 #: matters in the last digits of convergence.
 _FBAND = 1e-10
 
+#: Stop reasons that mean convergence (``SolverLog.converged``); every other reason does not.
+STOP_GRADIENT = "relative gradient norm <= gtol"
+STOP_GRADIENT_ABS = "gradient norm <= gtol_abs"
+STOP_TARGET = "objective <= f_target"
+CONVERGED_REASONS = frozenset({STOP_GRADIENT, STOP_GRADIENT_ABS, STOP_TARGET})
+STOP_STALLED = "stalled: objective flat to ftol and gradient norm not halving for {} iterations"
+
 
 # --------------------------------------------------------------------------------------------
 # Log
@@ -117,7 +153,9 @@ class SolverLog:
     iterations : one dict per recorded iteration: ``iter``, ``objective``, ``grad_norm`` (Riemannian
         gradient norm), ``time`` (seconds since the start, metric/callback time excluded) and, every
         ``metrics_every`` iterations and at the end, ``metrics`` (``problem.metrics(x)``).
-    stop_reason : why it stopped (``"gradient norm <= gtol"``, ``"max_iter"``, ...).
+    stop_reason : why it stopped (:data:`STOP_GRADIENT`, ``"max_iter"``, ...).
+    converged : whether ``stop_reason`` is a convergence test (:data:`CONVERGED_REASONS`); False
+        for caps, stalls, line-search or trust-region failures, divergence and callback stops.
     n_cost, n_grad, n_hess : evaluations of the cost, the gradient and Hessian-vector products.
     seconds : total solver time (metric/callback time excluded).
     options : the options the solver ran with.
@@ -126,6 +164,7 @@ class SolverLog:
     solver: str
     iterations: list = field(default_factory=list)
     stop_reason: str = ""
+    converged: bool = False
     n_cost: int = 0
     n_grad: int = 0
     n_hess: int = 0
@@ -148,6 +187,7 @@ class SolverLog:
             {
                 "solver": self.solver,
                 "stop_reason": self.stop_reason,
+                "converged": self.converged,
                 "n_iter": self.n_iter,
                 "n_cost": self.n_cost,
                 "n_grad": self.n_grad,
@@ -373,7 +413,9 @@ def _dot(u, v) -> float:
 # --------------------------------------------------------------------------------------------
 _COMMON_DEFAULTS = dict(
     gtol=1e-8,
+    gtol_abs=0.0,
     ftol=1e-15,
+    stall_iters=50,
     f_target=None,
     max_time=math.inf,
     callback=None,
@@ -387,7 +429,9 @@ class _Monitor:
         self.name, self.sp, self.opts = name, sp, opts
         self.max_iter = _check_int("max_iter", opts["max_iter"], 0)
         self.gtol = _check_nonneg("gtol", opts["gtol"])
+        self.gtol_abs = _check_nonneg("gtol_abs", opts["gtol_abs"])
         self.ftol = _check_nonneg("ftol", opts["ftol"])
+        self.stall_iters = _check_int("stall_iters", opts["stall_iters"], 1)
         self.max_time = _check_pos("max_time", opts["max_time"])
         self.f_target = opts["f_target"]
         self.callback: Callable | None = opts["callback"]
@@ -396,6 +440,7 @@ class _Monitor:
         self.log = SolverLog(solver=name, options={k: v for k, v in opts.items() if k != "callback"})
         self.excluded = 0.0
         self.small_changes = 0
+        self.stall_gn = math.inf
         self.last_logged = -1
         self.t0 = time.perf_counter()
 
@@ -425,22 +470,32 @@ class _Monitor:
         self.log.iterations.append(entry)
         self.last_logged = it
 
+    def gradient_scale(self, p: _Point) -> float:
+        """The scale of the gradient test, ``|f(x)| / max(|x|, 1)`` (see the module docstring)."""
+        return abs(p.f) / max(math.sqrt(max(_dot(p.x, p.x), 0.0)), 1.0)
+
     def check(self, it: int, p: _Point, f_prev: float | None) -> str | None:
         """The stop reason after iteration ``it`` (None: go on)."""
         if not (math.isfinite(p.f) and math.isfinite(p.gn)):
             return "non-finite objective or gradient (diverged)"
-        if p.gn <= self.gtol:
-            return "gradient norm <= gtol"
+        if p.gn <= self.gtol * self.gradient_scale(p):
+            return STOP_GRADIENT
+        if p.gn <= self.gtol_abs:
+            return STOP_GRADIENT_ABS
         if self.f_target is not None and p.f <= self.f_target:
-            return "objective <= f_target"
+            return STOP_TARGET
         if f_prev is not None and self.ftol > 0:
             scale = max(abs(f_prev), abs(p.f))
-            if abs(f_prev - p.f) <= self.ftol * scale:
-                self.small_changes += 1
-                if self.small_changes >= 2:
-                    return "relative objective change <= ftol"
-            else:
+            if abs(f_prev - p.f) > self.ftol * scale:
                 self.small_changes = 0
+            elif self.small_changes == 0 or p.gn <= 0.5 * self.stall_gn:
+                # the objective is flat to ftol: a window opens (or restarts while the gradient
+                # still halves -- L-BFGS and CG keep converging on the derivative there)
+                self.small_changes, self.stall_gn = 1, p.gn
+            else:
+                self.small_changes += 1
+                if self.small_changes >= self.stall_iters:
+                    return STOP_STALLED.format(self.stall_iters)
         if self.callback is not None:
             t = time.perf_counter()
             try:
@@ -470,6 +525,7 @@ class _Monitor:
             if m is not None:
                 final["metrics"] = m
         log.stop_reason = reason
+        log.converged = reason in CONVERGED_REASONS
         log.n_cost, log.n_grad, log.n_hess = self.sp.n_cost, self.sp.n_grad, self.sp.n_hess
         return self.sp.tuple_of(p), log
 
@@ -1153,7 +1209,8 @@ def trust_regions(problem, x0, **options):
     candidate R_x(eta) is accepted when ``rho = (f(x) - f(x+)) / (m(0) - m(eta)) > rho_prime``.
     Radius: ``Delta /= 4`` if rho < 1/4, ``Delta = min(2 Delta, Delta_bar)`` if rho > 3/4 and the
     step reached the boundary.  Both numerator and denominator of rho get a regularisation of
-    ``1e3 eps max(1, |f|)`` (as Manopt) so that the ratio stays meaningful near convergence.
+    ``1e3 eps |f|`` (Manopt uses ``1e3 eps max(1, |f|)``, which at |f| << 1 swamps the real
+    decrease: relative to f, the ratio means the same at every scale).
     Negative curvature sends tCG to the boundary, so the method escapes strict saddles.
 
     Options: Delta_bar (default ``manifold.typical_dist`` or sqrt(dim)), Delta0 = Delta_bar/8,
@@ -1187,7 +1244,7 @@ def trust_regions(problem, x0, **options):
         q = sp.retr(p, eta, 1.0)
         fq = sp.cost(q)
         model_dec = -(_dot(p.g, eta) + 0.5 * _dot(eta, Heta))
-        reg = 1e3 * _EPS * max(1.0, abs(p.f))
+        reg = 1e3 * _EPS * max(abs(p.f), 1e-300)
         rho = (p.f - fq + reg) / (model_dec + reg) if math.isfinite(fq) else -math.inf
         if model_dec < 0:  # the model did not decrease (numerical trouble): treat as a failure
             rho = -math.inf
