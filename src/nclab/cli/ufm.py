@@ -2,7 +2,10 @@
 
 A thin layer over :func:`nclab.ufm.run.run_solver`: options -> problem and solver -> a rich summary
 table, a JSON result (``--json``, written atomically) and a figure (``--plot``).  Bad options
-print a one-line error and exit with status 2.
+print a one-line error and exit with status 2.  A run that did not converge (a cap, a stall, a
+failed line search) or that converged more than 1e-6 (relative) above the closed-form optimum
+prints a warning line on stderr, says so in the table and the JSON (``converged``, ``status``,
+``warnings``) and exits with status 1.
 
     nclab ufm solve --loss ce --classes 10 --per-class 100 --dim 64 --lambda-w 5e-4 --lambda-h 5e-4
     nclab ufm solve --loss sphere --points 20 --dim 3 --tau 5 --solver rtr --plot sphere.png
@@ -113,6 +116,8 @@ def summary_table(result: dict) -> Table:
         ("evaluations (cost/grad/hess)", f"{ev['cost']}/{ev['grad']}/{ev['hess']}"),
         ("seconds", _fmt(result["seconds"], ".3f")),
         ("stop reason", result["stop_reason"]),
+        ("converged", "yes" if result["converged"] else "NO"),
+        ("status", result["status"]),
     ]
     names = _SPHERE_METRICS if result["loss"] == "sphere" else _SUMMARY_METRICS
     for name in names:
@@ -139,7 +144,10 @@ def solve_command(
     solver: SolverName = typer.Option(SolverName.lbfgs, "--solver", help="lbfgs | gd | rgd | rcg | rtr"),
     seed: int = typer.Option(0, "--seed", help="seed of the random start"),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="iteration cap (default: the solver's)"),
-    tol: float = typer.Option(1e-8, "--tol", help="stop when the Riemannian gradient norm <= tol"),
+    gtol: Optional[float] = typer.Option(
+        None, "--gtol", help="relative gradient tolerance: stop when |grad f| <= gtol |f|/max(|x|,1) (default 1e-8)"),
+    ftol: Optional[float] = typer.Option(
+        None, "--ftol", help="stall test: relative objective change per iteration (default 1e-15; 0: off)"),
     max_time: Optional[float] = typer.Option(None, "--max-time", help="wall-clock cap in seconds"),
     metrics_every: int = typer.Option(10, "--metrics-every", help="NC metrics every k iterations (0: end only)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON here"),
@@ -160,8 +168,10 @@ def solve_command(
             raise ValueError(f"--seed must be >= 0, got {seed}")
         if max_iter is not None and max_iter < 0:
             raise ValueError(f"--max-iter must be >= 0, got {max_iter}")
-        if not tol >= 0:
-            raise ValueError(f"--tol must be >= 0, got {tol}")
+        if gtol is not None and not gtol >= 0:
+            raise ValueError(f"--gtol must be >= 0, got {gtol}")
+        if ftol is not None and not ftol >= 0:
+            raise ValueError(f"--ftol must be >= 0, got {ftol}")
         if max_time is not None and not max_time > 0:
             raise ValueError(f"--max-time must be > 0, got {max_time}")
         if metrics_every < 0:
@@ -175,7 +185,7 @@ def solve_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     optimum = problem.optimum
-    solver_opts = {} if max_time is None else {"max_time": max_time}
+    solver_opts = {k: v for k, v in (("max_time", max_time), ("ftol", ftol)) if v is not None}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task(f"{solver.value} on {loss.value}", total=None)
@@ -190,7 +200,7 @@ def solve_command(
             return False
 
         try:
-            _, result = run_solver(problem, solver.value, seed, max_iter=max_iter, tol=tol,
+            _, result = run_solver(problem, solver.value, seed, max_iter=max_iter, gtol=gtol,
                                    metrics_every=metrics_every, callback=callback, **solver_opts)
         except ValueError as err:
             fail(str(err))
@@ -201,6 +211,10 @@ def solve_command(
     if plot is not None:
         plot_result(result, plot)
         console.print(f"wrote {plot}")
+    for message in result["warnings"]:
+        err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    if result["status"] not in ("optimal", "converged"):
+        raise typer.Exit(code=1)
 
 
 ufm_app.command("solve")(solve_command)

@@ -10,8 +10,8 @@ Example
 -------
 >>> from nclab.ufm.run import solve
 >>> r = solve("ce", "lbfgs", seed=0, K=4, n=5, d=4, lw=5e-3, lh=5e-3)
->>> r["relative_gap"] < 1e-9 and r["metrics"]["nc1"] < 1e-6
-True
+>>> r["converged"], r["status"], r["relative_gap"] < 1e-9 and r["metrics"]["nc1"] < 1e-6
+(True, 'optimal', True)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
 from nclab.ufm.solvers import SOLVERS, get_solver
 
+
 __all__ = [
     "solve",
     "run_solver",
@@ -36,6 +37,8 @@ __all__ = [
     "gap_history",
     "RESULT_KEYS",
     "MAX_LOG_RECORDS",
+    "GAP_TOLERANCE",
+    "STATUSES",
 ]
 
 #: Keys every result of :func:`solve` has (the JSON schema's top level).
@@ -53,6 +56,9 @@ RESULT_KEYS = (
     "iterations",
     "seconds",
     "stop_reason",
+    "converged",
+    "status",
+    "warnings",
     "evaluations",
     "metrics",
     "structure",
@@ -62,6 +68,31 @@ RESULT_KEYS = (
 #: The JSON keeps at most this many iteration records (evenly thinned; records with metrics,
 #: the first and the last are always kept).
 MAX_LOG_RECORDS = 2000
+
+#: A converged run whose relative gap to the closed-form optimum exceeds this is not reported as
+#: optimal (status "off_optimum"): a non-global critical point, or a stop the test let through.
+GAP_TOLERANCE = 1e-6
+
+#: The verdicts of a run (``result["status"]``):
+#: "optimal" -- converged, and within GAP_TOLERANCE of the closed-form optimum;
+#: "converged" -- converged, no closed form to compare with;
+#: "off_optimum" -- converged, but more than GAP_TOLERANCE above the closed form;
+#: "not_converged" -- stopped by a cap, a stall, a failed line search or trust region, divergence
+#: or a callback (``stop_reason`` says which).
+STATUSES = ("optimal", "converged", "off_optimum", "not_converged")
+
+
+def verdict(converged: bool, stop_reason: str, relative_gap: float | None, iterations: int) -> tuple[str, list[str]]:
+    """``(status, warnings)`` of a run (see :data:`STATUSES`); the warnings are plain sentences
+    for a person (empty for "optimal" and "converged")."""
+    if not converged:
+        return "not_converged", [f"did not converge: stopped after {iterations} iteration(s) on "
+                                 f"'{stop_reason}'; the point is not certified critical"]
+    if relative_gap is not None and not relative_gap <= GAP_TOLERANCE:
+        return "off_optimum", [f"converged ('{stop_reason}') but the objective is {relative_gap:.3e} relative "
+                               f"above the closed-form optimum (> {GAP_TOLERANCE:g}): a non-global critical "
+                               "point, or a gtol too loose for this problem"]
+    return ("optimal" if relative_gap is not None else "converged"), []
 
 
 def closed_form_checks(problem, x) -> dict[str, float | None]:
@@ -142,7 +173,7 @@ def run_solver(
     *,
     x0=None,
     max_iter: int | None = None,
-    tol: float = 1e-8,
+    gtol: float | None = None,
     metrics_every: int = 10,
     callback: Callable | None = None,
     **solver_options,
@@ -150,20 +181,25 @@ def run_solver(
     """Run ``solver`` on an existing ``problem`` from ``problem.random_start(seed)`` (or ``x0``).
 
     Returns ``(x, result)``: the point (tuple of tensors) and the result dict of :func:`solve`.
-    ``tol`` is the solver's ``gtol`` (Riemannian gradient norm); ``solver_options`` go to the solver
-    unchanged (e.g. ``memory=5`` for L-BFGS, ``step="fixed", lr=10`` for RGD)."""
+    ``gtol`` is the solvers' relative gradient tolerance (``|grad f| <= gtol |f| / max(|x|, 1)``,
+    see :mod:`nclab.ufm.solvers`; None keeps the solver's default 1e-8); ``solver_options`` go to
+    the solver unchanged (e.g. ``ftol``, ``gtol_abs``, ``memory=5`` for L-BFGS,
+    ``step="fixed", lr=10`` for RGD)."""
     fn = get_solver(solver) if isinstance(solver, str) else solver
     name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if "tol" in solver_options:
+        raise ValueError("tol is now called gtol (the relative gradient tolerance, as in the solvers and the CLI's --gtol)")
     opts = dict(solver_options)
+    if gtol is not None:
+        if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not gtol >= 0:
+            raise ValueError(f"gtol must be a number >= 0, got {gtol!r}")
+        opts["gtol"] = float(gtol)
     if max_iter is not None:
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
         opts["max_iter"] = max_iter
-    opts.setdefault("gtol", float(tol))
     opts["metrics_every"] = metrics_every
     if callback is not None:
         opts["callback"] = callback
@@ -173,6 +209,8 @@ def run_solver(
     f = float(problem.cost(x))
     opt = problem.optimum
     gap = None if opt is None else f - opt
+    relative_gap = None if gap is None else gap / max(abs(opt), 1e-300)
+    status, warnings = verdict(log.converged, log.stop_reason, relative_gap, log.n_iter)
     metrics = log.final.get("metrics") or {}
     if getattr(problem, "loss", "") == "sphere":
         metrics = _sphere_metrics(metrics)
@@ -181,16 +219,19 @@ def run_solver(
         "problem": problem.describe(),
         "solver": name,
         "seed": seed,
-        "options": {**problem.describe(), "solver": name, "seed": seed, "tol": tol,
-                    "max_iter": max_iter, **{k: v for k, v in opts.items() if k != "callback"}},
+        "options": {**problem.describe(), "solver": name, "seed": seed, "max_iter": max_iter,
+                    **{k: v for k, v in log.options.items() if k != "callback"}},
         "objective": f,
         "optimum": opt,
         "gap": gap,
-        "relative_gap": None if gap is None else gap / max(abs(opt), 1e-300),
+        "relative_gap": relative_gap,
         "grad_norm": float(log.final.get("grad_norm", math.nan)),
         "iterations": log.n_iter,
         "seconds": log.seconds,
         "stop_reason": log.stop_reason,
+        "converged": log.converged,
+        "status": status,
+        "warnings": warnings,
         "evaluations": {"cost": log.n_cost, "grad": log.n_grad, "hess": log.n_hess},
         "metrics": metrics,
         "structure": closed_form_checks(problem, x),
@@ -204,7 +245,7 @@ def solve(
     solver: str = "lbfgs",
     seed: int = 0,
     max_iter: int | None = None,
-    tol: float = 1e-8,
+    gtol: float | None = None,
     *,
     metrics_every: int = 10,
     callback: Callable | None = None,
@@ -218,6 +259,9 @@ def solve(
     * ``objective``, ``optimum`` (closed form, None when unknown), ``gap`` = objective - optimum
       (None without an optimum), ``relative_gap`` = gap/|optimum|, ``grad_norm`` (Riemannian),
       ``iterations``, ``seconds``, ``stop_reason``, ``evaluations`` (cost, grad, hess counts);
+    * ``converged`` (the solver's convergence test held: not a cap, stall or failure),
+      ``status`` (:data:`STATUSES`: "optimal", "converged", "off_optimum", "not_converged") and
+      ``warnings`` (sentences for a person; empty when the run is optimal or converged);
     * ``metrics``: ``problem.metrics`` at the solution -- the REFERENCE.md NC metrics, or for the
       sphere problem frame_potential, frame_potential_bound, frame_potential_excess
       (= FP/bound - 1), welch_bound, max_coherence, etf_gram_error;
@@ -225,13 +269,14 @@ def solve(
     * ``options`` (problem and solver options), ``problem`` (``problem.describe()``), ``log``
       (:meth:`SolverLog.to_dict`, metrics every ``metrics_every`` iterations).
 
-    ``tol`` is the stopping tolerance on the Riemannian gradient norm; ``max_iter`` None keeps the
-    solver's default.  Bad options raise ValueError with a message naming the option."""
+    ``gtol`` is the relative gradient tolerance of the solvers (None: their default 1e-8);
+    ``max_iter`` None keeps the solver's default.  Bad options raise ValueError with a message
+    naming the option."""
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     problem = make_problem(loss, **problem_options)
     _, result = run_solver(
-        problem, solver, seed, max_iter=max_iter, tol=tol, metrics_every=metrics_every,
+        problem, solver, seed, max_iter=max_iter, gtol=gtol, metrics_every=metrics_every,
         callback=callback, **(solver_options or {}),
     )
     return result
