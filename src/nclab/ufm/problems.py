@@ -70,7 +70,8 @@ from typing import Any
 
 import torch
 
-from nclab.geometry import etf_gram_error, frame_potential, frame_potential_bound, orthogonal_frame
+from nclab.geometry import etf_gram_error, frame_potential, frame_potential_bound, frame_potential_excess
+from nclab.geometry import orthogonal_frame
 from nclab.geometry import random_orthogonal, simplex_etf, welch_bound
 from nclab.ufm.manifolds import Euclidean, Oblique, Product
 
@@ -891,7 +892,8 @@ class SphereProblem(UFMProblem):
         return out
 
     def metrics(self, x) -> dict[str, float | None]:
-        """Frame statistics of the points: frame potential and its bound max(n, n^2/d), the
+        """Frame statistics of the points: frame potential, its bound max(n, n^2/d) and the relative
+        excess FP/bound - 1 (``nclab.geometry.frame_potential_excess``, without cancellation), the
         Welch bound and the maximal coherence max_{i != j} |<x_i, x_j>|, and the distance of the
         Gram to the simplex ETF's (``nclab.geometry.etf_gram_error``)."""
         X = x[0].detach()
@@ -901,6 +903,7 @@ class SphereProblem(UFMProblem):
         return {
             "frame_potential": frame_potential(X),
             "frame_potential_bound": frame_potential_bound(n, d),
+            "frame_potential_excess": frame_potential_excess(X),
             "welch_bound": welch_bound(n, d),
             "max_coherence": float(C.max()),
             "etf_gram_error": etf_gram_error(X),

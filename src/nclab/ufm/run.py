@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from nclab.geometry import etf_gram_error
+from nclab.geometry import etf_gram_error, frame_potential_excess
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
 from nclab.ufm.solvers import SOLVERS, get_solver
@@ -109,17 +109,15 @@ def closed_form_checks(problem, x) -> dict[str, float | None]:
       ``feature_ratio_error`` = |H - sqrt(lw/(n lh)) W[labels]|/|H| (balanced factors),
       ``etf_W`` (free bias) / ``orthogonality_W`` (no bias: |W W^T/|W W^T|_F - I/sqrt(K)|_F);
     * normalized: ``feature_error`` = max |h_{k,i} - w_k|, ``etf_W``;
-    * sphere: ``frame_potential_excess`` = FP / max(n, n^2/d) - 1 and, for d >= n-1, ``etf_X``.
+    * sphere: ``frame_potential_excess`` = FP / max(n, n^2/d) - 1 (computed without cancellation,
+      :func:`nclab.geometry.frame_potential_excess`) and, for d >= n-1, ``etf_X``.
 
     Entries that do not apply are absent; a problem without a closed form gives {}."""
     loss = getattr(problem, "loss", "")
     out: dict[str, float | None] = {}
     if loss == "sphere":
         X = x[0].detach()
-        n, d = X.shape
-        G = X @ X.T
-        fp = float((G * G).sum())
-        out["frame_potential_excess"] = fp / max(n, n * n / d) - 1.0
+        out["frame_potential_excess"] = frame_potential_excess(X)
         if problem.optimum is not None:
             out["etf_X"] = etf_gram_error(X)
         return out
@@ -156,14 +154,6 @@ def closed_form_checks(problem, x) -> dict[str, float | None]:
             G = W @ W.T
             out["orthogonality_W"] = float((G / G.norm() - torch.eye(K, dtype=G.dtype) / math.sqrt(K)).norm())
     return out
-
-
-def _sphere_metrics(metrics: dict) -> dict:
-    m = dict(metrics)
-    fp, bound = m.get("frame_potential"), m.get("frame_potential_bound")
-    if fp is not None and bound:
-        m["frame_potential_excess"] = fp / bound - 1.0
-    return m
 
 
 def run_solver(
@@ -212,8 +202,6 @@ def run_solver(
     relative_gap = None if gap is None else gap / max(abs(opt), 1e-300)
     status, warnings = verdict(log.converged, log.stop_reason, relative_gap, log.n_iter)
     metrics = log.final.get("metrics") or {}
-    if getattr(problem, "loss", "") == "sphere":
-        metrics = _sphere_metrics(metrics)
     result: dict[str, Any] = {
         "loss": getattr(problem, "loss", ""),
         "problem": problem.describe(),
@@ -327,11 +315,7 @@ def _metric_history(result: dict, name: str) -> tuple[list[int], list[float]]:
         m = r.get("metrics")
         if not m:
             continue
-        if name == "frame_potential_excess":
-            fp, bound = m.get("frame_potential"), m.get("frame_potential_bound")
-            v = None if fp is None or not bound else fp / bound - 1.0
-        else:
-            v = m.get(name)
+        v = m.get(name)
         if v is not None and math.isfinite(v):
             its.append(int(r["iter"]))
             vals.append(v)
