@@ -567,6 +567,17 @@ def _line_search_options(o: dict) -> tuple[float, float]:
     return c1, c2
 
 
+def _first_step(p: _Point) -> float:
+    """First trial step along -grad f: the step length ``min(1, |f|/|grad f|)`` (a unit move,
+    or less where the linear model reaches f = 0 sooner), i.e. ``t = min(1, |f|/|g|)/|g|``.  Scaling
+    f by any constant leaves it unchanged, unlike the usual ``min(1, 1/|g|)``, which at a loss of
+    1e-30 would try a step of length 1e-30."""
+    if not p.gn > 0:
+        return 1.0
+    length = min(1.0, abs(p.f) / p.gn) if p.f != 0 else 1.0
+    return max(length, 1e-300) / p.gn
+
+
 def _options(name: str, defaults: dict, given: dict) -> dict:
     allowed = {**_COMMON_DEFAULTS, **defaults}
     unknown = sorted(set(given) - set(allowed))
@@ -933,13 +944,13 @@ def lbfgs(problem, x0, **options):
             mem.clear()
             d = torch.neg(p.g)
             slope = -p.gn * p.gn
-            t0 = t_prev_sd if it > 1 else min(1.0, 1.0 / max(p.gn, 1e-300))
+            t0 = t_prev_sd if it > 1 else _first_step(p)
         q, t, ok = search(d, slope, t0)
         if not ok and len(mem):  # retry along the steepest descent direction
             mem.clear()
             d = torch.neg(p.g)
             slope = -p.gn * p.gn
-            q, t, ok = search(d, slope, min(1.0, 1.0 / max(p.gn, 1e-300)))
+            q, t, ok = search(d, slope, _first_step(p))
         if not ok:
             mon.record(it - 1, p, force=True)
             return mon.finish(it - 1, p, "line search failed (no decrease)")
@@ -1083,7 +1094,7 @@ def conjugate_gradient(problem, x0, **options):
     it = 0
     d = torch.neg(p.g)
     slope = -p.gn * p.gn
-    t0 = min(1.0, 1.0 / max(p.gn, 1e-300))
+    t0 = _first_step(p)
     since_restart = 0
     while not reason:
         it += 1
