@@ -333,3 +333,18 @@ def test_frame_potential_excess_is_computed_without_cancellation():
     Y = torch.eye(4, dtype=torch.float64)[:2] + 1e-9 * torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float64)
     Y = Y / Y.norm(dim=1, keepdim=True)
     assert frame_potential_excess(Y) == pytest.approx(2 * float(Y[0] @ Y[1]) ** 2 / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss,opts", [("normalized", dict(K=4, n=3, d=5, tau=40.0)), ("sphere", dict(n_points=5, d=4, tau=40.0))])
+def test_taylor_checks_work_where_the_loss_is_tiny(loss, opts):
+    """nclab.ufm.tools' rounding floor is relative to f: next to the tau = 40 optimum (f ~ 1e-17)
+    the gradient and Hessian checks still find their slopes 2 and 3."""
+    from nclab.ufm.tools import check_gradient, check_hessian
+
+    p = make_problem(loss, **opts)
+    gen = torch.Generator().manual_seed(5)
+    x = tuple(t + 1e-3 * torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in p.optimal_point(seed=1))
+    x = tuple(t / t.norm(dim=1, keepdim=True) for t in x)
+    assert p.cost(x) < 1e-12
+    assert check_gradient(p, x)["slope"] == pytest.approx(2.0, abs=0.1)
+    assert check_hessian(p, x)["slope"] == pytest.approx(3.0, abs=0.15)

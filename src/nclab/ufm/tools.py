@@ -10,7 +10,8 @@
   hold for correct derivatives (E2 needs a second-order retraction; the metric projections of
   :mod:`nclab.ufm.manifolds` are).  The slope is fitted by least squares on log-log over two
   decades of t: the smallest-t window whose remainders all lie above the rounding floor
-  ``1e3 eps (|f(x)| + 1)``, i.e. the asymptotic regime.  A wrong gradient gives slope 1, a wrong
+  ``1e2 eps |f(x)|`` (relative, so the tools work as well at tau = 40, where f ~ 1e-21), i.e. the
+  asymptotic regime.  A wrong gradient gives slope 1, a wrong
   Hessian slope 2.
 * :func:`hessian_extreme_eigs`: extreme eigenvalues of the Riemannian Hessian at x, by Lanczos
   (``scipy.sparse.linalg.eigsh``) on a basis-free flattening of the tangent space, or densely for
@@ -110,7 +111,7 @@ def check_gradient(problem, x=None, seed: int = 0, ts=None) -> dict:
     x, u, _ = _tangent_pair(problem, x, seed)
     ts = np.logspace(-8, 0, 49) if ts is None else np.asarray(ts, dtype=float)
     f0, g, err = _remainders(problem, x, u, 1, ts)
-    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * (abs(f0) + 1))
+    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * max(abs(f0), 1e-300))
     M = problem.manifold
     return {
         "slope": slope,
@@ -136,7 +137,7 @@ def check_hessian(problem, x=None, seed: int = 0, ts=None) -> dict:
     M = problem.manifold
     ts = np.logspace(-6, 0, 37) if ts is None else np.asarray(ts, dtype=float)
     f0, _, err = _remainders(problem, x, u, 2, ts)
-    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * (abs(f0) + 1))
+    slope, lo, hi = taylor_slope(ts, err, 1e2 * _EPS * max(abs(f0), 1e-300))
     v = M.random_tangent(x, gen)
     Hu, Hv = problem.rhess(x, u), problem.rhess(x, v)
     scale = M.norm(x, Hu) * M.norm(x, v) + M.norm(x, u) * M.norm(x, Hv)
