@@ -1,4 +1,4 @@
-"""`nclab ufm solve` (nclab.cli.ufm) and the UFM demo (nclab.ufm.demo), through typer's CliRunner."""
+"""`nclab ufm solve` (nclab.cli.ufm) and the UFM demo (nclab.cli.demo_ufm), through typer's CliRunner."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_unknown_solver_is_a_usage_error():
 def test_demo_writes_a_table_json_and_figures(tmp_path):
     from rich.console import Console
 
-    from nclab.ufm.demo import run_ufm_demo
+    from nclab.cli.demo_ufm import run_ufm_demo
 
     console = Console(record=True, width=120)
     results = run_ufm_demo(tmp_path, console=console, solvers=("lbfgs", "rtr"))

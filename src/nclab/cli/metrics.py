@@ -88,10 +88,10 @@ def demo_command(
     """The main job on embedded defaults: the four UFMs vs their closed forms, then the metrics demo.
 
     Writes tables (JSON) and figures (PNG) under --out."""
-    from nclab.demo import run_metrics_demo
+    from nclab.cli.demo_metrics import run_metrics_demo
 
     try:
-        from nclab.ufm.demo import run_ufm_demo
+        from nclab.cli.demo_ufm import run_ufm_demo
     except ImportError:  # the UFM package is optional at this stage
         run_ufm_demo = None
     if run_ufm_demo is not None and not quick:

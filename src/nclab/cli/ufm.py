@@ -156,7 +156,8 @@ def solve_command(
     """Solve a UFM from a random start; print objective, closed-form optimum, gap, NC metrics and
     the minimiser's structure; optionally write JSON and a figure."""
     from nclab.ufm.problems import make_problem
-    from nclab.ufm.run import plot_result, run_solver, write_json
+    from nclab.cli.plots import plot_result
+    from nclab.ufm.run import run_solver, write_json
 
     try:
         opts = problem_options(

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from nclab.ufm.problems import LOSSES, make_problem
-from nclab.ufm.run import gap_history, plot_result, run_solver, write_json
+from nclab.cli.plots import plot_result
+from nclab.ufm.run import gap_history, run_solver, write_json
 from nclab.ufm.solvers import SOLVERS
 
 __all__ = ["run_ufm_demo", "DEMO_GTOL", "SPHERE_SWEEP"]
