@@ -107,12 +107,10 @@ def bench_command(
     batch: int = typer.Option(10_000, "--batch"), repeats: int = typer.Option(3, "--repeats"),
     json_out: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
-    """Run benchmarks/metrics.py (ratios to the float32 GEMM floor and to a float64 two-pass)."""
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "metrics.py"
-    if not script.is_file():
-        fail(f"benchmark script not found at {script}: run from a source checkout")
-    cmd = [sys.executable, str(script), "--n", str(n), "--d", str(d), "--k", str(k), "--batch", str(batch),
-           "--repeats", str(repeats)] + (["--json", str(json_out)] if json_out else [])
+    """Run the metrics benchmark (nclab.benchmarks.metrics: ratios to the float32 GEMM floor
+    and to a float64 two-pass), in a child process so that its thread settings stay its own."""
+    cmd = [sys.executable, "-m", "nclab.benchmarks.metrics", "--n", str(n), "--d", str(d), "--k", str(k),
+           "--batch", str(batch), "--repeats", str(repeats)] + (["--json", str(json_out)] if json_out else [])
     raise typer.Exit(subprocess.call(cmd))
 
 

@@ -1,0 +1,307 @@
+"""Benchmark of the UFM solvers: time to a relative objective gap of 1e-8, against the papers' baselines.
+
+Four cases, one run, one table each (rich), saved as text and JSON next to this file:
+
+  A. CE UFM, K=10, n=100, d=64, lw=lh=5e-4 (beta = sqrt(n lw lh) = 0.005 < 1/K, so the optimum is
+     the simplex-ETF solution of REFERENCE.md section 2).  Every solver against gradient descent
+     with heavy-ball momentum at the papers' settings (lr 0.1, momentum 0.9).
+  B. Normalized UFM, K=10, n=100, d=64, tau=5, from ``--starts`` random starts (seeds 0..4).
+     Every solver against Riemannian gradient descent with a fixed step; the baseline step is the
+     fastest of the grid ``--steps`` that reaches the target from EVERY start (a step that is
+     fastest from one start may never converge from another: lr = 40 is at the edge of stability).
+     Times are medians over the starts; the speed-up column is the median over starts of the
+     per-start ratio (baseline time / solver time from the same start), with its range.
+  C. CE UFM at K=1000, n=5, d=1000, lw=lh=1e-4 (6,001,000 variables; beta = 2.2e-4 < 1/K): the
+     best solver's time and evaluation counts.
+  D. Large temperatures: the normalized UFM of B at tau = 20 and 40 (f* = 2e-9 and 4e-19) and the
+     sphere problem (n = 10 points, d = 9, tau = 30): time and iterations of every solver to the
+     same 1e-8 relative gap, a row per tau.
+
+Honesty rules: the same start (``problem.random_start(0)``) for every solver, float64 throughout,
+the closed-form optimum f* only used to stop (``f_target = f* (1 + 1e-8)``: the solver stops at the
+first iterate with (f - f*)/f* <= 1e-8), no metrics during the timed runs.  The fast solvers are
+timed as the best of ``--repeats`` runs; a baseline that does not reach the target within its cap
+is reported as a lower bound (">").  Cases A and B use one intra-op thread (tiny matrices: threads
+only add synchronisation), case C all of torch's threads (2 on the reference machine).  The load
+average before and after each case is printed: the machine may be shared.
+
+    python benchmarks/ufm.py                    # everything (about 10 minutes on 2 cores)
+    python benchmarks/ufm.py --skip-large --baseline-cap 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import statistics
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nclab.ufm.problems import make_problem
+from nclab.ufm.solvers import SOLVERS, STOP_TARGET
+
+HERE = Path("benchmarks")  # results land in ./benchmarks (the checkout keeps them there)
+TARGET = 1e-8
+FAST = ("lbfgs", "rcg", "rtr", "rgd")
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
+
+
+def run_to_target(problem, name: str, x0, cap: float, **opts) -> dict:
+    """One timed run until (f - f*)/f* <= TARGET (or the cap)."""
+    fstar = problem.optimum
+    problem.reset_counts()
+    cpu0 = time.process_time()
+    _, log = SOLVERS[name](problem, x0, f_target=fstar * (1 + TARGET), gtol=0.0, ftol=0.0,
+                           max_time=cap, metrics_every=-1, log_every=1000, max_iter=10**9, **opts)
+    cpu = time.process_time() - cpu0
+    f = log.final["objective"]
+    return {
+        "solver": name,
+        "options": opts,
+        "reached": log.stop_reason == STOP_TARGET,
+        "stop_reason": log.stop_reason,
+        "seconds": log.seconds,
+        "cpu_seconds": cpu,
+        "iterations": log.n_iter,
+        "relative_gap": (f - fstar) / fstar,
+        "cost_evals": problem.counts["cost"],
+        "grad_evals": problem.counts["grad"],
+        "hess_evals": problem.counts["hess"],
+    }
+
+
+def best_of(problem, name, x0, cap, repeats, **opts) -> dict:
+    runs = [run_to_target(problem, name, x0, cap, **opts) for _ in range(repeats)]
+    best = min(runs, key=lambda r: r["seconds"])
+    best["all_seconds"] = [r["seconds"] for r in runs]
+    best["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
+    return best
+
+
+def multi_start(problem, name, starts, cap, repeats=1, **opts) -> dict:
+    """The solver from every start (best of ``repeats`` each): medians over the starts, with the
+    per-start runs kept; ``reached`` only if the target was reached from every start."""
+    runs = []
+    for seed in starts:
+        x0 = problem.random_start(seed)
+        r = best_of(problem, name, x0, cap, repeats, **opts) if repeats > 1 else run_to_target(problem, name, x0, cap, **opts)
+        r["seed"] = seed
+        runs.append(r)
+    med = {k: statistics.median(r[k] for r in runs)
+           for k in ("seconds", "cpu_seconds", "iterations", "cost_evals", "grad_evals", "hess_evals")}
+    return {
+        "solver": name, "options": opts, "reached": all(r["reached"] for r in runs),
+        "reached_from": sum(r["reached"] for r in runs), "starts": list(starts),
+        **med, "iterations": int(med["iterations"]), "cost_evals": int(med["cost_evals"]),
+        "grad_evals": int(med["grad_evals"]), "hess_evals": int(med["hess_evals"]),
+        "relative_gap": max(r["relative_gap"] for r in runs), "per_start": runs,
+        "stop_reason": "; ".join(sorted({r["stop_reason"] for r in runs})),
+    }
+
+
+def per_start_ratios(base: dict, r: dict) -> list[float]:
+    return [b["seconds"] / s["seconds"] for b, s in zip(base["per_start"], r["per_start"])]
+
+
+def _label(r: dict) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+    return r["solver"] + (f" ({opts})" if opts else "")
+
+
+def _time(r: dict) -> str:
+    return f"{r['seconds']:.3f}" if r["reached"] else f"> {r['seconds']:.1f}"
+
+
+def _ratio(base: dict, r: dict) -> str:
+    x = base["seconds"] / r["seconds"]
+    if not r["reached"]:
+        return "did not reach"
+    return f"{x:,.0f}x" if base["reached"] else f">= {x:,.0f}x"
+
+
+def case_table(title: str, base: dict, rows: list[dict]) -> Table:
+    t = Table(title=title)
+    for col, j in (("solver", "left"), ("seconds to 1e-8", "right"), ("cpu s", "right"),
+                   ("speed-up vs baseline", "right"), ("iterations", "right"), ("cost/grad/hess evals", "right"),
+                   ("final rel. gap", "right")):
+        t.add_column(col, justify=j)
+    for r in [base, *rows]:
+        t.add_row(
+            _label(r) + ("  [baseline]" if r is base else ""), _time(r), f"{r['cpu_seconds']:.3f}",
+            "1x" if r is base else _ratio(base, r),
+            f"{r['iterations']:,}", f"{r['cost_evals']:,}/{r['grad_evals']:,}/{r['hess_evals']:,}",
+            f"{r['relative_gap']:.2e}",
+        )
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7, help="runs per fast solver (best time is kept)")
+    ap.add_argument("--baseline-cap", type=float, default=120.0, help="seconds before a baseline is cut off")
+    ap.add_argument("--solver-cap", type=float, default=60.0, help="seconds before a fast solver is cut off")
+    ap.add_argument("--large-cap", type=float, default=600.0, help="seconds for the large case")
+    ap.add_argument("--large-solver", default="lbfgs", choices=list(SOLVERS))
+    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--sweep-cap", type=float, default=30.0,
+                    help="seconds before a run of case B's step sweep is cut off (lr=10 needs ~4 s)")
+    ap.add_argument("--starts", type=int, default=5, help="random starts of case B (seeds 0..starts-1)")
+    ap.add_argument("--steps", type=float, nargs="+", default=[10.0, 20.0, 30.0, 40.0],
+                    help="fixed RGD steps of case B's baseline sweep")
+    ap.add_argument("--out", type=Path, default=HERE / "ufm_results.txt")
+    args = ap.parse_args()
+
+    console = Console(record=True, width=110)
+    threads = torch.get_num_threads()
+    env = {
+        "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(), "torch_threads_default": threads, "dtype": "float64",
+    }
+    console.print(f"nclab UFM solver benchmark | torch {env['torch']} | {env['cores']} cores | float64 | "
+                  f"target (f - f*)/f* <= {TARGET:g} | start: random_start(0) for every solver")
+    results: dict = {"environment": env, "target_relative_gap": TARGET}
+
+    # ---------------- A: CE UFM against heavy-ball GD ----------------
+    torch.set_num_threads(1)
+    pa = make_problem("ce", K=10, n=100, d=64, lw=5e-4, lh=5e-4)
+    assert pa.beta < 1 / pa.K, "beta must be < 1/K for the ETF optimum"
+    x0 = pa.random_start(0)
+    load0 = _load()
+    rows = [best_of(pa, name, x0, args.solver_cap, args.repeats) for name in FAST]
+    base = run_to_target(pa, "gd", x0, args.baseline_cap, lr=0.1, momentum=0.9)
+    title = (f"A. CE UFM K=10 n=100 d=64 lw=lh=5e-4 (beta={pa.beta:.4f} < 1/K), f*={pa.optimum:.12f}; "
+             f"1 thread; load {load0} -> {_load()}")
+    console.print(case_table(title, base, rows))
+    results["ce"] = {"problem": pa.describe(), "beta": pa.beta, "optimum": pa.optimum, "baseline": base, "solvers": rows,
+                     "load": [load0, _load()]}
+
+    # ---------------- B: normalized UFM against fixed-step RGD, several starts ----------------
+    pb = make_problem("normalized", K=10, n=100, d=64, tau=5.0)
+    starts = list(range(args.starts))
+    load0 = _load()
+    rows = [multi_start(pb, name, starts, args.solver_cap, args.repeats) for name in FAST]
+    sweep = [multi_start(pb, "rgd", starts, args.sweep_cap, step="fixed", lr=lr) for lr in args.steps]
+    reached = [r for r in sweep if r["reached"]]
+    base = min(reached, key=lambda r: r["seconds"]) if reached else max(sweep, key=lambda r: r["seconds"])
+    title = (f"B. normalized UFM K=10 n=100 d=64 tau=5, f*={pb.optimum:.12f}; starts {starts}, medians; "
+             f"baseline = the fastest fixed step of {args.steps} that converges from every start; 1 thread; "
+             f"load {load0} -> {_load()}")
+    tb = Table(title=title)
+    for col in ("solver", "median s to 1e-8", "reached", "speed-up vs baseline (median, range)", "median iterations",
+                "worst rel. gap"):
+        tb.add_column(col, justify="left" if col == "solver" else "right")
+    for r in [base, *rows]:
+        ratios = per_start_ratios(base, r)
+        tb.add_row(_label(r) + ("  [baseline]" if r is base else ""), _time(r), f"{r['reached_from']}/{len(starts)}",
+                   "1x" if r is base else f"{statistics.median(ratios):,.0f}x ({min(ratios):,.0f}-{max(ratios):,.0f})",
+                   f"{r['iterations']:,}", f"{r['relative_gap']:.2e}")
+    console.print(tb)
+    st = Table(title="B'. fixed-step RGD step sweep: seconds to 1e-8 from each start ('>' = not reached within the cap)")
+    st.add_column("lr", justify="right")
+    for seed in starts:
+        st.add_column(f"start {seed}", justify="right")
+    st.add_column("converges from all", justify="right")
+    for r in sweep:
+        st.add_row(f"{r['options']['lr']:g}", *[_time(x) for x in r["per_start"]], "yes" if r["reached"] else "no")
+    console.print(st)
+    results["normalized"] = {"problem": pb.describe(), "optimum": pb.optimum, "starts": starts, "baseline": base,
+                             "solvers": rows, "fixed_step_sweep": sweep, "load": [load0, _load()]}
+
+    # ---------------- D: large temperatures ----------------
+    td = Table(title=f"D. large tau: seconds (iterations) to (f - f*)/f* <= {TARGET:g} from random_start(0), "
+                     f"best of {args.repeats}; 1 thread")
+    td.add_column("problem, tau, f*")
+    for name in FAST:
+        td.add_column(name, justify="right")
+    results["large_tau"] = []
+    for loss, opts in (("normalized", dict(K=10, n=100, d=64, tau=20.0)), ("normalized", dict(K=10, n=100, d=64, tau=40.0)),
+                       ("sphere", dict(n_points=10, d=9, tau=30.0))):
+        pd = make_problem(loss, **opts)
+        x0 = pd.random_start(0)
+        rs = [best_of(pd, name, x0, args.solver_cap, args.repeats) for name in FAST]
+        td.add_row(f"{loss} tau={opts['tau']:g} f*={pd.optimum:.2e}",
+                   *[(f"{r['seconds']:.3f} ({r['iterations']})" if r["reached"] else f"> {r['seconds']:.1f} (not reached)")
+                     for r in rs])
+        results["large_tau"].append({"problem": pd.describe(), "optimum": pd.optimum, "solvers": rs})
+    console.print(td)
+
+    # ---------------- C: the large CE UFM ----------------
+    torch.set_num_threads(threads)
+    if not args.skip_large:
+        pc = make_problem("ce", K=1000, n=5, d=1000, lw=1e-4, lh=1e-4)
+        assert pc.beta < 1 / pc.K
+        nvar = sum(t.numel() for t in pc.random_start(0))
+        x0 = pc.random_start(0)
+        load0 = _load()
+        r = run_to_target(pc, args.large_solver, x0, args.large_cap)
+        t = Table(title=f"C. CE UFM K=1000 n=5 d=1000 lw=lh=1e-4 ({nvar:,} variables, beta={pc.beta:.2e} < 1/K), "
+                        f"f*={pc.optimum:.12f}; {threads} threads; load {load0} -> {_load()}")
+        for col in ("solver", "seconds to 1e-8", "cpu s", "goal", "iterations", "cost/grad/hess evals",
+                    "s / evaluation", "final rel. gap"):
+            t.add_column(col, justify="right")
+        t.add_row(_label(r), _time(r), f"{r['cpu_seconds']:.1f}", "< 300 s", f"{r['iterations']:,}",
+                  f"{r['cost_evals']:,}/{r['grad_evals']:,}/{r['hess_evals']:,}",
+                  f"{r['seconds'] / max(r['cost_evals'], 1):.3f}", f"{r['relative_gap']:.2e}")
+        console.print(t)
+        results["large"] = {"problem": pc.describe(), "variables": nvar, "beta": pc.beta, "optimum": pc.optimum,
+                            "threads": threads, "result": r, "load": [load0, _load()]}
+
+    # ---------------- goals ----------------
+    g = Table(title="Goals")
+    for col in ("goal", "result", "met"):
+        g.add_column(col, justify="left" if col == "goal" else "right")
+
+    def best_ratio(case):
+        base = case["baseline"]
+        best = min((r for r in case["solvers"] if r["reached"]), key=lambda r: r["seconds"])
+        return best, base["seconds"] / best["seconds"], base["reached"]
+
+    best, x, exact = best_ratio(results["ce"])
+    g.add_row("A. best solver >= 30x faster than GD lr=0.1 momentum=0.9 (CE)",
+              f"{best['solver']}: {'' if exact else '>= '}{x:,.0f}x", "yes" if x >= 30 else "no")
+    best, x, exact = best_ratio(results["normalized"])
+    base = results["normalized"]["baseline"]
+    ratios = per_start_ratios(base, best)
+    g.add_row(f"B. best solver >= 30x faster than fixed-step RGD at the fastest step converging from all "
+              f"{len(results['normalized']['starts'])} starts (lr={base['options']['lr']:g}); median over starts",
+              f"{best['solver']}: {statistics.median(ratios):,.0f}x", "yes" if statistics.median(ratios) >= 30 else "no")
+    for r in results["normalized"]["fixed_step_sweep"]:
+        if r is not base and r["reached"]:
+            y = statistics.median(per_start_ratios(r, best))
+            g.add_row(f"   ... against fixed-step RGD lr={r['options']['lr']:g}", f"{best['solver']}: {y:,.0f}x",
+                      "yes" if y >= 30 else "no")
+    for case in results["large_tau"]:
+        ok = all(r["reached"] for r in case["solvers"])
+        g.add_row(f"D. every fast solver reaches 1e-8 at {case['problem']['loss']} tau={case['problem']['tau']:g}",
+                  "all reached" if ok else "not all", "yes" if ok else "no")
+    if "large" in results:
+        r = results["large"]["result"]
+        g.add_row("C. K=1000 n=5 d=1000 to 1e-8 in under 300 s on 2 cores",
+                  f"{r['solver']}: {r['seconds']:.0f} s" + ("" if r["reached"] else " (not reached)"),
+                  "yes" if r["reached"] and r["seconds"] < 300 else "no")
+    console.print(g)
+
+    args.out.write_text(console.export_text())
+    json_path = args.out.with_suffix(".json")
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=lambda o: None if isinstance(o, float) and not math.isfinite(o) else str(o)))
+    os.replace(tmp, json_path)
+    console.print(f"wrote {args.out} and {json_path}")
+
+
+if __name__ == "__main__":
+    main()
