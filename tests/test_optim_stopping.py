@@ -236,3 +236,17 @@ def test_a_real_log_serialises_as_before():
          "options": log.options, "iterations": log.iterations}
     )
     json.dumps(d, allow_nan=False)
+
+
+def test_json_ready_keeps_its_answers_for_what_it_handled_before():
+    """The extension (numpy bools, one-element tensors, callables) leaves the old inputs alone."""
+    from pathlib import Path
+
+    from nclab.io import json_ready
+
+    marker = object()
+    assert json_ready({"a": [np.float64(math.nan), np.int8(3), 1.5, True, "s", None]}) == {"a": [None, 3, 1.5, True, "s", None]}
+    assert json_ready(Path("/tmp/x")) == "/tmp/x" and json_ready(marker) is marker
+    big = torch.zeros(2)
+    assert json_ready(big) is big  # only one-element tensors become numbers
+    assert json_ready((np.bool_(False), torch.tensor([7]), print)) == [False, 7, "print"]
