@@ -20,7 +20,7 @@ from torch.func import grad, jvp
 
 from nclab.geometry import frame_potential_excess, simplex_etf
 from nclab.metrics import compute_metrics
-from nclab.ufm import solvers as S
+from nclab.ufm import optim as S
 from nclab.ufm.problems import make_problem
 from nclab.ufm.run import closed_form_checks, run_solver, solve
 

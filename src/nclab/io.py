@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -110,7 +111,14 @@ def load_feature_file(path, labels=None, classifier=None, bias=None) -> dict:
 
 
 def json_ready(obj):
-    """Replace non-finite floats by None (JSON has no NaN/inf) and numpy scalars by Python ones."""
+    """Replace non-finite floats by None (JSON has no NaN/inf), numpy scalars and one-element torch
+    tensors by Python numbers, paths by strings and callables by their name (a solver log's
+    options); dicts, lists and tuples are cleaned entry by entry (keys become strings).  Anything
+    else is returned as it is.
+
+    >>> json_ready({"f": float("nan"), 1: (np.float32(0.5), np.int64(3), np.bool_(True)), "g": len})
+    {'f': None, '1': [0.5, 3, True], 'g': 'len'}
+    """
     if isinstance(obj, dict):
         return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -119,8 +127,15 @@ def json_ready(obj):
         return float(obj) if math.isfinite(float(obj)) else None
     if isinstance(obj, np.integer):
         return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, Path):
         return str(obj)
+    torch = sys.modules.get("torch")  # a tensor exists only where torch was imported
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return json_ready(obj.item()) if obj.numel() == 1 else obj
+    if callable(obj):
+        return getattr(obj, "__name__", repr(obj))
     return obj
 
 

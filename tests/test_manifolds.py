@@ -1,4 +1,4 @@
-"""Geometry of nclab.ufm.manifolds: tangent projections, retractions, the Weingarten term.
+"""Geometry of nclab.manifolds: tangent projections, retractions, the Weingarten term.
 
 Oracles: the defining equations of the tangent space (<x_i, u_i> = 0 row by row), the
 sphere's geodesic cos(t) x + sin(t) u (second derivative of f along it is <u, Hess f(x)[u]>), and
@@ -6,12 +6,15 @@ finite differences of the retraction curve."""
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import pytest
 import torch
 
-from nclab.ufm.manifolds import Euclidean, Oblique, Product, Sphere
+import nclab.manifolds
+import nclab.ufm.manifolds
+from nclab.manifolds import Euclidean, Manifold, Oblique, Product, Sphere
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
@@ -162,3 +165,70 @@ def test_bad_arguments():
         M.inner(None, (torch.zeros(3),), (torch.zeros(3),))
     with pytest.raises(ValueError, match="length"):
         M.unflatten(torch.zeros(4))
+
+
+# --------------------------------------------------------------------------------------------
+# what a manifold tells the solvers: flat, batched_transport
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "M,flat",
+    [
+        (Euclidean((3, 4)), True),
+        (Oblique(4, 3), False),
+        (Sphere(5), False),
+        (Product(Euclidean(3), Euclidean((2, 2))), True),
+        (Product(Oblique(2, 3), Euclidean(4)), False),
+        (Product(Sphere(3)), False),
+    ],
+    ids=repr,
+)
+def test_flat_is_true_exactly_when_projection_is_the_identity(M, flat):
+    assert M.flat is flat and M.batched_transport is True
+    g = gen(7)
+    x = M.random_point(g)
+    factors = M.factors if isinstance(M, Product) else (M,)
+    u = tuple(torch.randn(*f.shape, generator=g, dtype=torch.float64) for f in factors)
+    pu = M.proj(x, u) if isinstance(M, Product) else (M.proj(x, u[0]),)
+    assert all(torch.equal(a, b) for a, b in zip(pu, u)) is flat  # the oracle: does proj change u?
+
+
+@pytest.mark.parametrize("M", [Euclidean((3, 2)), Oblique(4, 3), Sphere(5)], ids=repr)
+def test_batched_transport_transports_each_vector_of_a_leading_batch(M):
+    """batched_transport = True promises: transport of a (k, *shape) stack = the stack of the k
+    single transports."""
+    g = gen(8)
+    x, y = M.random_point(g), M.random_point(g)
+    U = torch.stack([M.random_tangent(x, g) for _ in range(3)])
+    got = M.transport(x, y, U)
+    want = torch.stack([M.transport(x, y, U[i]) for i in range(3)])
+    assert M.batched_transport is True and got.shape == U.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    P = Product(M, Euclidean(2))
+    V = (U, torch.randn(3, 2, generator=g, dtype=torch.float64))
+    out = P.transport((x, torch.zeros(2)), (y, torch.zeros(2)), V)
+    torch.testing.assert_close(out[0], want, rtol=0, atol=1e-15)
+
+
+def test_a_factor_that_does_not_say_makes_the_product_unknown():
+    """A user's factor that leaves flat / batched_transport at None (unknown): the product does
+    not know either, so the solvers probe it; one False factor decides a False."""
+
+    class Mine(Euclidean):
+        flat = None
+        batched_transport = None
+
+    assert Manifold.flat is None and Manifold.batched_transport is None
+    assert Product(Mine(3), Euclidean(2)).flat is None
+    assert Product(Mine(3), Euclidean(2)).batched_transport is None
+    assert Product(Mine(3), Oblique(2, 3)).flat is False
+
+
+@pytest.mark.parametrize("module", [nclab.manifolds, nclab.ufm.manifolds], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_old_import_path_reexports_the_same_classes():
+    for name in nclab.ufm.manifolds.__all__:
+        assert getattr(nclab.ufm.manifolds, name) is getattr(nclab.manifolds, name)
