@@ -52,3 +52,36 @@ def test_error_measures_vanish_on_an_etf():
     assert etf_gram_error(M) < 1e-14
     assert etf_angle_error(M) < 1e-14
     assert equinorm_error(M) < 1e-14
+
+
+def test_kernel_summaries_against_direct_formulas_and_gram_kept_only_when_one_tile():
+    from nclab.metrics.pairwise import pairwise_summaries
+
+    K, d = 9, 11
+    gen = torch.Generator().manual_seed(2)
+    A = torch.randn(K, d, dtype=torch.float64, generator=gen)
+    v = torch.rand(K, dtype=torch.float64, generator=gen)
+    direct = sum(float((v[k] + v[l]) / (2 * ((A[k] - A[l]) ** 2).sum())) for k in range(K) for l in range(k + 1, K))
+    whole = pairwise_summaries(A, angle=True, variances=v, keep_gram=True)
+    assert whole["cdnv"] == pytest.approx(direct / (K * (K - 1) / 2), rel=1e-12)
+    assert torch.allclose(whole["gram"], A @ A.T, rtol=0, atol=1e-13)
+    tiled = pairwise_summaries(A, angle=True, variances=v, tile=4, keep_gram=True)
+    assert tiled["gram"] is None
+    for key in ("etf_gram_error", "angle_error", "cdnv"):
+        assert tiled[key] == pytest.approx(whole[key], rel=1e-12), key
+    with pytest.raises(ValueError, match="pass B=None"):
+        pairwise_summaries(A, A, angle=True)
+    with pytest.raises(ValueError, match="same shape"):
+        pairwise_summaries(A, A[:, :3])
+    with pytest.raises(ValueError, match="at least K = 2"):
+        pairwise_summaries(A[:1])
+
+
+def test_geometry_wrappers_use_the_kernel_and_no_longer_export_it():
+    import nclab.geometry as geometry
+    from nclab.metrics.pairwise import DEFAULT_TILE, pairwise_summaries
+
+    assert not hasattr(geometry, "pairwise_summaries") and DEFAULT_TILE == geometry.DEFAULT_TILE
+    A = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert etf_gram_error(A, tile=2) == pairwise_summaries(A, tile=2)["etf_gram_error"]
+    assert etf_angle_error(A) == pairwise_summaries(A, angle=True)["angle_error"]

@@ -203,3 +203,143 @@ def test_bad_shapes_and_options_are_rejected():
         NCStats(3).compute()
     with pytest.raises(ValueError, match="single class"):
         compute_metrics(X[y == 0], y[y == 0] * 0)
+
+
+# -- lifecycle: state_dict, load_state_dict, reset, merge_state ----------------------------------
+
+
+def _stream(dtype=torch.float64):
+    K, d = 5, 7
+    X, y, M = planted(K, 40, d, 0.3, seed=23, sizes=[40, 3, 55, 17, 40])
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    X = (X[perm] + 100.0).to(dtype)  # an offset makes a sloppy restore visible
+    W = M + 0.1 * torch.randn(K, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    b = 0.1 * torch.randn(K, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return K, list(zip(X.split(23), y[perm].split(23))), W, b
+
+
+def _assert_rel_equal_state(a: NCStats, b: NCStats, rel=1e-12):
+    for name, x, y in zip(("counts", "means", "m2", "scatter"), state(a), state(b)):
+        assert x.dtype == y.dtype == torch.float64, name
+        assert float((x - y).abs().max()) <= rel * float(y.abs().max()), name
+
+
+def _assert_rel_equal_metrics(a: NCStats, b: NCStats, W, bias, rel=1e-12):
+    got, want = a.compute(W, bias).as_dict(), b.compute(W, bias).as_dict()
+    for k in METRIC_NAMES:
+        if want[k] is None:
+            assert got[k] is None, k
+        else:
+            assert got[k] == pytest.approx(want[k], rel=rel, abs=0), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("through_file", [False, True])
+def test_state_dict_round_trip_mid_stream_equals_an_uninterrupted_pass(dtype, through_file):
+    K, batches, W, b = _stream(dtype)
+    whole = NCStats(K)
+    for xb, yb in batches:
+        whole.update(xb, yb)
+    half = len(batches) // 2
+    first = NCStats(K)
+    for xb, yb in batches[:half]:
+        first.update(xb, yb)
+    sd = first.state_dict()
+    if through_file:  # what a training checkpoint does
+        buf = io.BytesIO()
+        torch.save({"epoch": 3, "nc_stats": sd}, buf)
+        buf.seek(0)
+        sd = torch.load(buf, weights_only=True)["nc_stats"]
+    resumed = NCStats(K).load_state_dict(sd)
+    assert resumed.num_samples == first.num_samples and resumed.dim == first.dim
+    for xb, yb in batches[half:]:
+        resumed.update(xb, yb)
+        first.update(xb, yb)  # taking a state_dict does not disturb the original
+    for s in (resumed, first):
+        _assert_rel_equal_state(s, whole)
+        _assert_rel_equal_metrics(s, whole, W, b)
+
+
+def test_state_dict_is_plain_tensors_and_ints_and_a_copy():
+    K, batches, _, _ = _stream()
+    s = NCStats(K).update(*batches[0])
+    sd = s.state_dict()
+    assert set(sd) == {"num_classes", "dim", "synced", "counts", "means", "m2", "scatter"}
+    assert type(sd["num_classes"]) is int and type(sd["dim"]) is int and type(sd["synced"]) is int
+    assert all(type(sd[k]) is torch.Tensor and sd[k].dtype == torch.float64 for k in ("counts", "means", "m2", "scatter"))
+    before = sd["means"].clone()
+    s.update(*batches[1])
+    assert torch.equal(sd["means"], before)  # a copy, not a view of the live state
+    empty = NCStats(K).state_dict()
+    assert empty == {"num_classes": K, "dim": 0, "synced": 0}
+    fresh = NCStats(K).load_state_dict(empty)
+    assert fresh.dim is None and fresh.num_samples == 0
+    fresh.update(*batches[0])  # and it still takes data of any dimension
+    _assert_rel_equal_state(fresh, NCStats(K).update(*batches[0]), rel=0.0)
+
+
+@pytest.mark.parametrize("dim", [None, 7])
+def test_reset_returns_to_a_fresh_state(dim):
+    K, batches, W, b = _stream()
+    s = NCStats(K, dim)
+    for xb, yb in batches:
+        s.update(xb, yb)
+    s.reset()
+    fresh = NCStats(K, dim)
+    assert s.dim == fresh.dim and s.num_samples == 0
+    if dim is None:
+        assert s.counts is None and s.means is None
+    else:
+        for x, y in zip(state(s), state(fresh)):
+            assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="no samples yet"):
+        s.compute()
+    for xb, yb in batches[:3]:
+        s.update(xb, yb)
+        fresh.update(xb, yb)
+    for x, y in zip(state(s), state(fresh)):
+        assert torch.equal(x, y)
+    assert s.compute(W, b) == fresh.compute(W, b)
+
+
+def test_load_state_dict_rejects_mismatches_by_name_and_leaves_the_object_unchanged():
+    K, batches, _, _ = _stream()
+    sd = NCStats(K).update(*batches[0]).state_dict()
+    target = NCStats(K, 7).update(*batches[1])
+    before = [t.clone() for t in state(target)]
+    with pytest.raises(ValueError, match=r"num_classes = 5, but these statistics have num_classes = 4"):
+        NCStats(4).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"dim = 7, but these statistics have dim = 6"):
+        NCStats(K, 6).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"state_dict\['means'\] must have shape \(5, 7\), got \(5, 6\)"):
+        target.load_state_dict({**sd, "means": sd["means"][:, :6]})
+    with pytest.raises(ValueError, match=r"state_dict\['scatter'\] must have dtype torch.float64, got torch.float32"):
+        target.load_state_dict({**sd, "scatter": sd["scatter"].float()})
+    with pytest.raises(ValueError, match=r"missing keys \['m2'\]"):
+        target.load_state_dict({k: v for k, v in sd.items() if k != "m2"})
+    with pytest.raises(ValueError, match=r"lacks \['dim'\]"):
+        target.load_state_dict({k: v for k, v in sd.items() if k != "dim"})
+    with pytest.raises(ValueError, match="must be a torch.Tensor"):
+        target.load_state_dict({**sd, "counts": sd["counts"].tolist()})
+    for x, y in zip(state(target), before):
+        assert torch.equal(x, y)
+
+
+def test_merge_state_accepts_statistics_or_their_state_dict():
+    K, batches, W, b = _stream()
+    a = NCStats(K)
+    for xb, yb in batches[:4]:
+        a.update(xb, yb)
+    rest = NCStats(K)
+    for xb, yb in batches[4:]:
+        rest.update(xb, yb)
+    whole = NCStats(K)
+    for xb, yb in batches:
+        whole.update(xb, yb)
+    via_obj = NCStats(K).load_state_dict(a.state_dict()).merge_state(rest)
+    via_dict = NCStats(K).load_state_dict(a.state_dict()).merge_state(rest.state_dict())
+    for s in (via_obj, via_dict):
+        _assert_rel_equal_state(s, whole)
+        _assert_rel_equal_metrics(s, whole, W, b)
+    with pytest.raises(ValueError, match="can only merge another NCStats"):
+        a.merge_state([1, 2])

@@ -116,6 +116,8 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
         arr = np.asarray(x)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array, got an object array")
+        if arr.dtype.kind not in "biufc":  # strings, dates: torch cannot hold them
+            raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
         if not arr.flags.writeable:
             arr = np.array(arr, copy=True)
         return torch.from_numpy(np.ascontiguousarray(arr))

@@ -127,7 +127,7 @@ class NC4Counter:
         if other.dim != self.dim:
             raise ValueError(f"cannot merge nc4 counts of dimension {other.dim} into dimension {self.dim}")
         dev = self._head[0].device
-        for name, mine, theirs in zip(("class means", "classes present (counts > 0)", "classifier", "bias"),
+        for name, mine, theirs in zip(("class means", "classifier", "bias", "classes present (counts > 0)"),
                                       self._head, other._head):
             if not torch.equal(mine, theirs.to(dev)):
                 raise ValueError(
