@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from nclab.geometry import (
-    equinorm_error,
-    etf_angle_error,
-    etf_gram_error,
     frame_potential,
     frame_potential_bound,
     orthogonal_frame,
@@ -82,34 +78,6 @@ def test_welch_bound_attained_by_simplex():
     assert welch_bound(n, d) == pytest.approx(coh, rel=1e-12)
     assert welch_bound(n, d) == pytest.approx(math.sqrt((n - d) / (d * (n - 1))))
     assert welch_bound(3, 5) == 0.0
-
-
-def _np_gram_error(A, B):
-    K = A.shape[0]
-    G = A @ B.T
-    T = (np.eye(K) - np.ones((K, K)) / K) / np.sqrt(K - 1)
-    return np.linalg.norm(G / np.linalg.norm(G) - T)
-
-
-@pytest.mark.parametrize("K,d", [(5, 3), (6, 20), (30, 4)])
-def test_error_measures_against_direct_formulas(K, d):
-    gen = torch.Generator().manual_seed(K)
-    A = torch.randn(K, d, dtype=torch.float64, generator=gen)
-    B = torch.randn(K, d, dtype=torch.float64, generator=gen)
-    assert etf_gram_error(A, tile=4) == pytest.approx(_np_gram_error(A.numpy(), A.numpy()), rel=1e-12)
-    assert etf_gram_error(A, B, tile=7) == pytest.approx(_np_gram_error(A.numpy(), B.numpy()), rel=1e-12)
-    U = A / A.norm(dim=1, keepdim=True)
-    C = (U @ U.T + 1 / (K - 1)).abs()
-    assert etf_angle_error(A, tile=3) == pytest.approx(float((C.sum() - C.diagonal().sum()) / (K * (K - 1))), rel=1e-12)
-    n = A.norm(dim=1).numpy()
-    assert equinorm_error(A) == pytest.approx(np.std(n, ddof=1) / np.mean(n), rel=1e-12)
-
-
-def test_error_measures_vanish_on_an_etf():
-    M = 2.5 * simplex_etf(8, 8, seed=5)
-    assert etf_gram_error(M) < 1e-14
-    assert etf_angle_error(M) < 1e-14
-    assert equinorm_error(M) < 1e-14
 
 
 def test_ones_preserving_rotation():
