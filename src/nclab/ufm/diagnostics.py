@@ -187,7 +187,8 @@ class OrbitProjector:
         M A + A M = S - S^T =: C      (using (M A)^T = A^T M = -A M),
 
     and in the eigenbasis of M (``M = Q diag(m) Q^T``, ``A' = Q^T A Q``, ``C' = Q^T C Q``) this
-    Sylvester equation is diagonal: ``A'_ij = C'_ij / (m_i + m_j)``.  The map A -> (W A, H A) has
+    Sylvester equation is diagonal: ``A'_ij = C'_ij / (m_i + m_j)``.  Q and m = sigma^2 come from
+    the SVD of the d x d R factor of the stacked rotating factors (no d x d Gram is squared).  The map A -> (W A, H A) has
     the singular values ``sqrt(m_i + m_j)`` (i < j) on the skew matrices (its Gram is diagonal in
     the basis E'_ij - E'_ji); a pair whose singular value is below
     ``max(1e-10 largest, 1e-12 max(|x|, 1))`` -- directions in the common null space of W and H,
@@ -203,14 +204,20 @@ class OrbitProjector:
         self.M = problem.manifold
         self.x = x
         self.rot = tuple(problem.rotating_factors)
-        xs = [x[i] for i in self.rot]
-        G = sum(X.T @ X for X in xs)  # d x d
-        m, self.Q = torch.linalg.eigh(G)
-        m = m.clamp_min(0.0)
-        d = m.numel()
-        s = m[:, None] + m[None, :]
+        # M = sum_i x_i^T x_i = V diag(sigma^2) V^T from the SVD of the R factor of the stacked
+        # rotating factors: sigma has absolute accuracy eps sigma_max (the eigenvalues of M only
+        # eps sigma_max^2, whose square roots would blur the null space to sqrt(eps))
+        Z = torch.cat([x[i] for i in self.rot], dim=0)
+        R = torch.linalg.qr(Z, mode="r").R
+        _, sig, Vh = torch.linalg.svd(R, full_matrices=True)
+        d = Vh.shape[0]
+        sigma = torch.zeros(d, dtype=Z.dtype)
+        sigma[: sig.numel()] = sig
+        del Z, R
+        self.Q = Vh.T
+        sv = torch.hypot(sigma[:, None], sigma[None, :])  # singular values of A -> (x_i A), i < j
         off = ~torch.eye(d, dtype=torch.bool)
-        sv_max = float(s[off].max().sqrt()) if d > 1 else 0.0
+        sv_max = float(sv[off].max()) if d > 1 else 0.0
         xnorm = float(self.M.flatten(x).norm())
         self._xscale = 1e-12 * max(xnorm, 1.0)
         # flat directions: tangent, orthogonal to the orbit, orthonormal (an SVD of a few vectors)
@@ -218,20 +225,20 @@ class OrbitProjector:
         flat = [self.M.flatten(self.M.proj(x, f)) for f in problem.flat_directions(x)]
         flat_sv = torch.zeros(0, dtype=torch.float64)
         if flat:
-            self._set_orbit(s, off, cut=max(1e-10 * sv_max, self._xscale))
+            self._set_orbit(sv, off, cut=max(1e-10 * sv_max, self._xscale))
             A = torch.stack([f - self._orbit(f) for f in flat], dim=1)
             U, flat_sv, _ = torch.linalg.svd(A, full_matrices=False)
         # one cut-off for both, relative to the largest singular value of all deflated directions
         top = max(sv_max, float(flat_sv.max()) if flat_sv.numel() else 0.0)
         cut = max(1e-10 * top, self._xscale)
-        self._set_orbit(s, off, cut)
+        self._set_orbit(sv, off, cut)
         if flat:
             keep = flat_sv > cut
             self.F = U[:, keep] if bool(keep.any()) else None
 
-    def _set_orbit(self, s, off, cut: float) -> None:
-        keep = off & (s.sqrt() > cut)
-        self.inv = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
+    def _set_orbit(self, sv, off, cut: float) -> None:
+        keep = off & (sv > cut)
+        self.inv = torch.where(keep, 1.0 / torch.where(keep, sv, torch.ones_like(sv)) ** 2, torch.zeros_like(sv))
         self.rank = int(keep.sum()) // 2  # the orbit's dimension at x
 
     def _orbit(self, v: torch.Tensor) -> torch.Tensor:
