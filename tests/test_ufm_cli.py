@@ -142,3 +142,22 @@ def test_the_issue_case_at_tau_20_is_solved_to_the_closed_form(tmp_path):
     assert abs(data["relative_gap"]) < 1e-12
     assert data["structure"]["feature_error"] < 1e-6 and data["structure"]["etf_W"] < 1e-6
     assert data["metrics"]["nc2_etf_W"] < 1e-6
+
+
+def test_which_option_applies_to_which_loss_comes_from_the_problems_defaults():
+    """nclab.ufm.problems.DEFAULTS owns which problem takes which option: every flag is accepted
+    exactly for the losses whose defaults name its option, and --help shows those defaults."""
+    from nclab.cli.ufm import _FLAGS, problem_options
+    from nclab.ufm.problems import DEFAULTS
+
+    values = dict(classes=3, per_class=2, points=5, dim=4, lambda_w=1e-3, lambda_h=1e-3, lambda_b=0.0,
+                  bias=True, tau=2.0)
+    for key, (flag, option) in _FLAGS.items():
+        for loss, defaults in DEFAULTS.items():
+            if option in defaults:
+                assert problem_options(loss, {key: values[key]}) == {option: values[key]}
+            else:
+                with pytest.raises(ValueError, match=f"{flag} does not apply to --loss {loss}"):
+                    problem_options(loss, {key: values[key]})
+    text = " ".join(runner.invoke(app, ["ufm", "solve", "--help"], terminal_width=200).output.split())
+    assert f"default {DEFAULTS['ce']['lw']:g}" in text and f"default {DEFAULTS['sphere']['n_points']}" in text

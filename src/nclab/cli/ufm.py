@@ -23,6 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nclab.ufm.problems import DEFAULTS, LOSSES
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -34,11 +36,8 @@ ufm_app = typer.Typer(
 )
 
 
-class Loss(str, Enum):
-    ce = "ce"
-    mse = "mse"
-    normalized = "normalized"
-    sphere = "sphere"
+#: The problems by name (nclab.ufm.problems.LOSSES).
+Loss = Enum("Loss", {name: name for name in LOSSES}, type=str)
 
 
 class SolverName(str, Enum):
@@ -49,18 +48,47 @@ class SolverName(str, Enum):
     rtr = "rtr"
 
 
-#: Which command-line options apply to which loss, and the problem option each one sets.
-_OPTION_MAP = {
-    "classes": ("--classes", "K", ("ce", "mse", "normalized")),
-    "per_class": ("--per-class", "n", ("ce", "mse", "normalized")),
-    "points": ("--points", "n_points", ("sphere",)),
-    "dim": ("--dim", "d", ("ce", "mse", "normalized", "sphere")),
-    "lambda_w": ("--lambda-w", "lw", ("ce", "mse")),
-    "lambda_h": ("--lambda-h", "lh", ("ce", "mse")),
-    "lambda_b": ("--lambda-b", "lb", ("ce", "mse")),
-    "bias": ("--bias/--no-bias", "bias", ("ce", "mse")),
-    "tau": ("--tau", "tau", ("normalized", "sphere")),
+#: The command line's name for each problem option: parameter -> (flag, make_problem option).
+#: Which loss takes an option, and its default, is nclab.ufm.problems.DEFAULTS' to say.
+_FLAGS = {
+    "classes": ("--classes", "K"),
+    "per_class": ("--per-class", "n"),
+    "points": ("--points", "n_points"),
+    "dim": ("--dim", "d"),
+    "lambda_w": ("--lambda-w", "lw"),
+    "lambda_h": ("--lambda-h", "lh"),
+    "lambda_b": ("--lambda-b", "lb"),
+    "bias": ("--bias/--no-bias", "bias"),
+    "tau": ("--tau", "tau"),
 }
+
+
+def losses_taking(option: str) -> tuple[str, ...]:
+    """The losses whose problem takes ``option`` (a make_problem option name), from DEFAULTS."""
+    return tuple(loss for loss, defaults in DEFAULTS.items() if option in defaults)
+
+
+def _show_default(value) -> str:
+    if value is None:
+        return "K"  # make_problem: d = None means d = K
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _help(text: str, option: str) -> str:
+    """``text`` followed by the losses that take ``option`` and their defaults (from DEFAULTS)."""
+    losses = losses_taking(option)
+    by_value: dict[str, list[str]] = {}
+    for loss in losses:
+        by_value.setdefault(_show_default(DEFAULTS[loss][option]), []).append(loss)
+    if len(by_value) == 1:
+        default = f"default {next(iter(by_value))}"
+    else:
+        default = "default " + "; ".join(f"{v} for {', '.join(ls)}" for v, ls in by_value.items())
+    scope = "" if len(losses) == len(DEFAULTS) else ", ".join(losses) + "; "
+    return f"{text} ({scope}{default})"
+
 
 _SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")
 _SPHERE_METRICS = ("frame_potential", "frame_potential_bound", "frame_potential_excess", "welch_bound",
@@ -80,7 +108,8 @@ def problem_options(loss: str, given: dict) -> dict:
     for key, value in given.items():
         if value is None:
             continue
-        flag, name, losses = _OPTION_MAP[key]
+        flag, name = _FLAGS[key]
+        losses = losses_taking(name)
         if loss not in losses:
             raise ValueError(f"{flag} does not apply to --loss {loss} (it applies to: {', '.join(losses)})")
         out[name] = value
@@ -119,8 +148,7 @@ def summary_table(result: dict) -> Table:
         ("converged", "yes" if result["converged"] else "NO"),
         ("status", result["status"]),
     ]
-    names = _SPHERE_METRICS if result["loss"] == "sphere" else _SUMMARY_METRICS
-    for name in names:
+    for name in _SUMMARY_METRICS + _SPHERE_METRICS:  # each problem reports one of the two sets
         if name in result["metrics"]:
             rows.append((name, _fmt(result["metrics"][name], ".3e")))
     for name, v in result.get("structure", {}).items():
@@ -131,16 +159,16 @@ def summary_table(result: dict) -> Table:
 
 
 def solve_command(
-    loss: Loss = typer.Option(Loss.ce, "--loss", help="ce | mse | normalized | sphere"),
-    classes: Optional[int] = typer.Option(None, "--classes", help="K, number of classes (default 4)"),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="n, samples per class (default 5)"),
-    points: Optional[int] = typer.Option(None, "--points", help="sphere: number of points n (default 4)"),
-    dim: Optional[int] = typer.Option(None, "--dim", help="d, feature dimension (default K; sphere: 3)"),
-    lambda_w: Optional[float] = typer.Option(None, "--lambda-w", help="weight decay of W (default 5e-3)"),
-    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help="weight decay of H (default 5e-3)"),
-    lambda_b: Optional[float] = typer.Option(None, "--lambda-b", help="weight decay of b (default 0)"),
-    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help="learn a bias b (default: yes)"),
-    tau: Optional[float] = typer.Option(None, "--tau", help="temperature (normalized, sphere; default 5)"),
+    loss: Loss = typer.Option(Loss(LOSSES[0]), "--loss", help=" | ".join(LOSSES)),
+    classes: Optional[int] = typer.Option(None, "--classes", help=_help("K, number of classes", "K")),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help=_help("n, samples per class", "n")),
+    points: Optional[int] = typer.Option(None, "--points", help=_help("number of points n", "n_points")),
+    dim: Optional[int] = typer.Option(None, "--dim", help=_help("d, feature dimension", "d")),
+    lambda_w: Optional[float] = typer.Option(None, "--lambda-w", help=_help("weight decay of W", "lw")),
+    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help=_help("weight decay of H", "lh")),
+    lambda_b: Optional[float] = typer.Option(None, "--lambda-b", help=_help("weight decay of b", "lb")),
+    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help=_help("learn a bias b", "bias")),
+    tau: Optional[float] = typer.Option(None, "--tau", help=_help("temperature", "tau")),
     solver: SolverName = typer.Option(SolverName.lbfgs, "--solver", help="lbfgs | gd | rgd | rcg | rtr"),
     seed: int = typer.Option(0, "--seed", help="seed of the random start"),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="iteration cap (default: the solver's)"),

@@ -96,64 +96,13 @@ def verdict(converged: bool, stop_reason: str, relative_gap: float | None, itera
 
 
 def closed_form_checks(problem, x) -> dict[str, float | None]:
-    """How far the point is from the minimiser's structure (REFERENCE.md section 2).
-
-    All entries are relative errors (0 at a global minimiser):
-
-    * CE (balanced, beta < 1/K): ``bias_spread`` = std of b / (1 + |b|) (b = b* 1),
-      ``feature_ratio_error`` = |H - sqrt(lw/(n lh)) W[labels]|/|H|,
-      ``norm_error`` = max_k ||w_k|^2 - rho*| / rho* with rho* = m* (K-1)/K sqrt(n lh/lw),
-      ``etf_W`` = nclab.geometry.etf_gram_error(W);
-      beta >= 1/K: ``zero_norm`` = |(W, H)|_F (the minimiser is W = H = 0);
-    * MSE: ``bias_error`` = |b - b*|_inf (b* = 1/K with a free bias),
-      ``feature_ratio_error`` = |H - sqrt(lw/(n lh)) W[labels]|/|H| (balanced factors),
-      ``etf_W`` (free bias) / ``orthogonality_W`` (no bias: |W W^T/|W W^T|_F - I/sqrt(K)|_F);
-    * normalized: ``feature_error`` = max |h_{k,i} - w_k|, ``etf_W``;
-    * sphere: ``frame_potential_excess`` = FP / max(n, n^2/d) - 1 (computed without cancellation,
-      :func:`nclab.geometry.frame_potential_excess`) and, for d >= n-1, ``etf_X``.
-
-    Entries that do not apply are absent; a problem without a closed form gives {}."""
-    loss = getattr(problem, "loss", "")
-    out: dict[str, float | None] = {}
-    if loss == "sphere":
-        X = x[0].detach()
-        out["frame_potential_excess"] = frame_potential_excess(X)
-        if problem.optimum is not None:
-            out["etf_X"] = etf_gram_error(X)
-        return out
-    if problem.optimum is None:
-        return out
-    W, H = x[0].detach(), x[1].detach()
-    b = x[2].detach() if len(x) > 2 else None
-    labels = problem.labels
-    if loss == "normalized":
-        out["feature_error"] = float((H - W[labels]).abs().max())
-        out["etf_W"] = etf_gram_error(W)
-        return out
-    K, n, lw, lh = problem.K, problem.n, problem.lw, problem.lh
-    beta = math.sqrt(n * lw * lh)
-    zero = beta >= 1.0 / K if loss == "ce" else K * beta >= 1.0
-    if zero:
-        out["zero_norm"] = math.sqrt(float((W * W).sum() + (H * H).sum()))
-        return out
-    c = math.sqrt(lw / (n * lh))
-    hn = float(H.norm())
-    out["feature_ratio_error"] = float((H - c * W[labels]).norm()) / hn if hn > 0 else math.inf
-    if loss == "ce":
-        m = math.log(1.0 / beta - (K - 1))
-        rho = m * (K - 1) / K * math.sqrt(n * lh / lw)
-        out["norm_error"] = float(((W * W).sum(1) - rho).abs().max()) / rho
-        out["etf_W"] = etf_gram_error(W)
-        if b is not None:
-            out["bias_spread"] = float(b.std(unbiased=False)) / (1.0 + float(b.abs().mean()))
-    elif loss == "mse":
-        if b is not None and problem.lb == 0:
-            out["bias_error"] = float((b - 1.0 / K).abs().max())
-            out["etf_W"] = etf_gram_error(W)
-        elif b is None and problem.d >= K:
-            G = W @ W.T
-            out["orthogonality_W"] = float((G / G.norm() - torch.eye(K, dtype=G.dtype) / math.sqrt(K)).norm())
-    return out
+    """How far the point is from the minimiser's structure (REFERENCE.md section 2):
+    ``problem.structure(x)``, a dict of relative errors, 0 at a global minimiser (each problem
+    documents its keys: CE ``feature_ratio_error``, ``norm_error``, ``etf_W``, ``bias_spread`` or
+    ``zero_norm``; MSE ``feature_ratio_error``, ``bias_error``, ``etf_W`` or ``orthogonality_W``,
+    or ``zero_norm``; normalized ``feature_error``, ``etf_W``; sphere ``frame_potential_excess``,
+    ``etf_X``).  Entries that do not apply are absent; a problem without a closed form gives {}."""
+    return problem.structure(x)
 
 
 def run_solver(

@@ -1,9 +1,10 @@
-"""Derivative checks and Hessian eigenvalues of nclab.ufm.tools.
+"""Derivative checks and Hessian eigenvalues of nclab.ufm.diagnostics (formerly nclab.ufm.tools).
 
 The Taylor checks must give slope 2/3 on every problem and must FAIL (slope 1/2) on a problem with a
 deliberately wrong gradient/Hessian; the Lanczos eigenvalues are compared with the dense spectrum
 and with the closed form at W = H = 0; deflation is checked against the dimension of the O(d)
-orbit of a collapsed minimiser."""
+orbit of a collapsed minimiser, and the matrix-free orbit projection against the explicit basis of
+d(d-1)/2 directions it replaced (tests/ufm_oracles.py) at d = 20, without forming that basis."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ import pytest
 import torch
 
 import nclab.ufm.manifolds
+import nclab.ufm.diagnostics
 import nclab.ufm.problems
 import nclab.ufm.tools
 from nclab.ufm.problems import CEProblem, MSEProblem, NormalizedProblem, SphereProblem, make_problem
-from nclab.ufm.tools import check_gradient, check_hessian, hessian_extreme_eigs, hessian_spectrum, taylor_slope
+from nclab.ufm.diagnostics import (
+    OrbitProjector,
+    check_gradient,
+    check_hessian,
+    hessian_extreme_eigs,
+    hessian_spectrum,
+    taylor_slope,
+)
+from ufm_oracles import explicit_orbit_basis
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest
@@ -169,7 +179,114 @@ def test_hessian_extreme_eigs_bad_arguments():
         hessian_extreme_eigs(p, x, k=10_000)
 
 
-@pytest.mark.parametrize("module", [nclab.ufm.manifolds, nclab.ufm.problems, nclab.ufm.tools], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [nclab.ufm.manifolds, nclab.ufm.problems, nclab.ufm.diagnostics], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_tools_is_a_shim_for_diagnostics():
+    for name in nclab.ufm.tools.__all__:
+        assert getattr(nclab.ufm.tools, name) is getattr(nclab.ufm.diagnostics, name)
+
+
+# --------------------------------------------------------------------------------------------
+# the matrix-free orbit projection against the explicit basis it replaced
+# --------------------------------------------------------------------------------------------
+
+
+def _oracle_deflated_spectrum(problem, x):
+    """The old method: the d(d-1)/2 orbit directions (and the problem's flat directions) formed
+    explicitly and orthonormalised by an SVD; P = P_T - B B^T; the Hessian in an orthonormal basis
+    of range(P), formed densely."""
+    M = problem.manifold
+    B = explicit_orbit_basis(problem, x, problem.rotating_factors, problem.flat_directions(x))
+    n = M.ambient_dim
+
+    def P(v):
+        w = M.flatten(M.proj(x, M.unflatten(v)))
+        return w - B @ (B.T @ w) if B is not None else w
+
+    eye = torch.eye(n, dtype=torch.float64)
+    Pm = torch.stack([P(eye[:, j]) for j in range(n)], dim=1)
+    evals, evecs = torch.linalg.eigh(0.5 * (Pm + Pm.T))
+    T = evecs[:, evals > 0.5]
+    HT = torch.stack([P(M.flatten(problem.rhess(x, M.unflatten(P(T[:, j]))))) for j in range(T.shape[1])], dim=1)
+    Hr = T.T @ HT
+    return np.linalg.eigvalsh((0.5 * (Hr + Hr.T)).numpy()), B
+
+
+D20 = [
+    CEProblem(K=4, n=5, d=20, lw=5e-3, lh=5e-3),  # free bias: the shift is deflated too
+    CEProblem(K=4, n=5, d=20, lw=5e-3, lh=5e-3, lb=0.1),
+    MSEProblem(K=4, n=5, d=20, lw=5e-3, lh=5e-3, bias=False),
+    NormalizedProblem(4, 5, 20, 3.0),
+    SphereProblem(6, 20, 2.0),
+]
+
+
+@pytest.mark.parametrize("problem", D20, ids=repr)
+def test_deflated_extremes_at_d20_minimiser_equal_the_explicit_basis_method(problem, monkeypatch):
+    x = problem.optimal_point(seed=3)
+    ref, B = _oracle_deflated_spectrum(problem, x)
+
+    def forbidden(*a, **k):  # the new deflation must not form the d(d-1)/2 directions
+        raise AssertionError("symmetry_directions called")
+
+    monkeypatch.setattr(problem, "symmetry_directions", forbidden)
+    scale = float(np.abs(ref).max())
+    dense_lo = hessian_extreme_eigs(problem, x, k=3, which="SA", deflate=True, method="dense")
+    dense_hi = hessian_extreme_eigs(problem, x, k=2, which="LA", deflate=True, method="dense")
+    lz_lo = hessian_extreme_eigs(problem, x, k=3, which="SA", deflate=True, method="lanczos")
+    lz_hi = hessian_extreme_eigs(problem, x, k=2, which="LA", deflate=True, method="lanczos")
+    for got, want in ((dense_lo, ref[:3]), (lz_lo, ref[:3]), (dense_hi, ref[-2:]), (lz_hi, ref[-2:])):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8 * scale)
+    assert ref[0] > 0  # a minimum, once the orbit is gone
+    # the same deflated dimension: range(P) loses exactly the explicit basis' rank
+    assert hessian_spectrum(problem, x, deflate=True).size == ref.size
+    assert OrbitProjector(problem, x).dim == B.shape[1]
+
+
+@pytest.mark.parametrize("problem", D20[:2] + D20[3:], ids=repr)
+@pytest.mark.parametrize("where", ["minimiser", "random"])
+def test_orbit_projection_is_the_orthogonal_projector_onto_the_explicit_span(problem, where):
+    x = problem.optimal_point(seed=3) if where == "minimiser" else problem.random_start(1)
+    M = problem.manifold
+    B = explicit_orbit_basis(problem, x, problem.rotating_factors, problem.flat_directions(x))
+    P = OrbitProjector(problem, x)
+    assert P.dim == B.shape[1]
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        v = torch.randn(M.ambient_dim, generator=gen, dtype=torch.float64)
+        pv = P.apply(v)
+        torch.testing.assert_close(pv, B @ (B.T @ v), rtol=0, atol=1e-10 * float(v.norm()))
+        torch.testing.assert_close(P.apply(pv), pv, rtol=0, atol=1e-10 * float(v.norm()))  # idempotent
+    # the orbit of a configuration of rank r: d(d-1)/2 - (d-r)(d-r-1)/2 (all of it when r = d)
+    d = problem.d
+    r = int(torch.linalg.matrix_rank(torch.cat([x[i] for i in problem.rotating_factors])))
+    assert P.rank == d * (d - 1) // 2 - (d - r) * (d - r - 1) // 2
+    assert (r == d) is (where == "random" and problem.N + problem.K >= d)
+
+
+def test_orbit_projection_at_d100_needs_no_cubic_memory():
+    """d = 100, N + K = 1010 (about 1e5 variables): the explicit basis would hold 4950 vectors of
+    101,000 numbers (4 GB); the projection holds d x d matrices.  The peak resident memory of the
+    process (ru_maxrss) grows by far less than the basis would take."""
+    import resource
+
+    p = CEProblem(K=10, n=100, d=100, lw=5e-3, lh=5e-3)
+    x = p.random_start(0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    P = OrbitProjector(p, x)
+    M = p.manifold
+    v = torch.randn(M.ambient_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pv = P.apply(v)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert P.rank == 100 * 99 // 2 and P.dim == P.rank + 1  # plus the shift of the free bias
+    assert grown_mb < 200
+    torch.testing.assert_close(P.apply(pv), pv, rtol=0, atol=1e-10 * float(v.norm()))
+    # the residual is orthogonal to every orbit direction: S - S^T of the residual vanishes
+    r = M.unflatten(v - pv)
+    S = x[0].T @ r[0] + x[1].T @ r[1]
+    assert float((S - S.T).abs().max()) < 1e-9 * float(v.norm()) * float(M.flatten(x).norm())
+    assert abs(float(r[2].sum())) < 1e-10 * float(v.norm())
