@@ -207,8 +207,8 @@ def test_solvers_escape_the_strict_saddle_at_zero(name):
 @pytest.mark.parametrize("name", ["lbfgs", "rtr"])
 def test_sphere_solutions_are_second_order_critical(name):
     """No closed form for n > d + 1: check instead that the point found is a local minimum, with
-    nclab.ufm.tools' Hessian eigenvalues on the tangent space (rotation orbit deflated)."""
-    from nclab.ufm.tools import hessian_extreme_eigs
+    nclab.ufm.diagnostics' Hessian eigenvalues on the tangent space (rotation orbit deflated)."""
+    from nclab.ufm.diagnostics import hessian_extreme_eigs
 
     problem = make_problem("sphere", n_points=8, d=3, tau=2.0)
     x, log = S.SOLVERS[name](problem, problem.random_start(1), metrics_every=-1, **TOL)

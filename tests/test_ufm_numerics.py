@@ -337,9 +337,9 @@ def test_frame_potential_excess_is_computed_without_cancellation():
 
 @pytest.mark.parametrize("loss,opts", [("normalized", dict(K=4, n=3, d=5, tau=40.0)), ("sphere", dict(n_points=5, d=4, tau=40.0))])
 def test_taylor_checks_work_where_the_loss_is_tiny(loss, opts):
-    """nclab.ufm.tools' rounding floor is relative to f: next to the tau = 40 optimum (f ~ 1e-17)
+    """nclab.ufm.diagnostics' rounding floor is relative to f: next to the tau = 40 optimum (f ~ 1e-17)
     the gradient and Hessian checks still find their slopes 2 and 3."""
-    from nclab.ufm.tools import check_gradient, check_hessian
+    from nclab.ufm.diagnostics import check_gradient, check_hessian
 
     p = make_problem(loss, **opts)
     gen = torch.Generator().manual_seed(5)

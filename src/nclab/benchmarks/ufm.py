@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nclab.ufm.problems import make_problem
-from nclab.ufm.solvers import SOLVERS, STOP_TARGET
+from nclab.ufm.optim import SOLVERS, STOP_TARGET
 
 HERE = Path("benchmarks")  # results land in ./benchmarks (the checkout keeps them there)
 TARGET = 1e-8

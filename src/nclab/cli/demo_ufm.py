@@ -23,11 +23,11 @@ from pathlib import Path
 from nclab.ufm.problems import LOSSES, make_problem
 from nclab.cli.plots import plot_result
 from nclab.ufm.run import gap_history, run_solver, write_json
-from nclab.ufm.solvers import SOLVERS
+from nclab.ufm.optim import SOLVERS
 
 __all__ = ["run_ufm_demo", "DEMO_GTOL", "SPHERE_SWEEP"]
 
-#: Relative gradient tolerance of the demo solves (``gtol`` of :mod:`nclab.ufm.solvers`).
+#: Relative gradient tolerance of the demo solves (``gtol`` of :mod:`nclab.ufm.optim`).
 DEMO_GTOL = 1e-10
 #: Numbers of points of the sphere sweep (d = 3, tau = 5).
 SPHERE_SWEEP = (5, 10, 20, 50, 100)

@@ -8,7 +8,7 @@
       E2(t) = |f(c(t)) - f(x) - t <grad f(x), u> - t^2/2 <u, Hess f(x)[u]>|  ~ t^3
 
   hold for correct derivatives (E2 needs a second-order retraction; the metric projections of
-  :mod:`nclab.ufm.manifolds` are).  The slope is fitted by least squares on log-log over two
+  :mod:`nclab.manifolds` are).  The slope is fitted by least squares on log-log over two
   decades of t: the smallest-t window whose remainders all lie above the rounding floor
   ``1e2 eps |f(x)|`` (relative, so the tools work as well at tau = 40, where f ~ 1e-21), i.e. the
   asymptotic regime.  A wrong gradient gives slope 1, a wrong

@@ -1,7 +1,7 @@
 """Solve a UFM problem end to end: problem and solver from options, a result dict, JSON and a figure.
 
 Data flow (STYLE.md): ``make_problem(loss, **options)`` -> ``problem.random_start(seed)`` -> a
-solver of :data:`nclab.ufm.solvers.SOLVERS` -> the point -> objective, closed-form optimum and gap,
+solver of :data:`nclab.ufm.optim.SOLVERS` -> the point -> objective, closed-form optimum and gap,
 neural-collapse metrics (REFERENCE.md section 3; frame statistics for the sphere problem), the
 minimiser's structure compared with the closed form (REFERENCE.md section 2) -> a JSON-ready dict,
 written atomically.  This module computes and returns; the figure of a result is drawn by the
@@ -26,7 +26,7 @@ import torch
 from nclab.geometry import etf_gram_error, frame_potential_excess
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
-from nclab.ufm.solvers import SOLVERS, get_solver
+from nclab.ufm.optim import SOLVERS, get_solver
 
 
 __all__ = [
@@ -121,7 +121,7 @@ def run_solver(
 
     Returns ``(x, result)``: the point (tuple of tensors) and the result dict of :func:`solve`.
     ``gtol`` is the solvers' relative gradient tolerance (``|grad f| <= gtol |f| / max(|x|, 1)``,
-    see :mod:`nclab.ufm.solvers`; None keeps the solver's default 1e-8); ``solver_options`` go to
+    see :mod:`nclab.ufm.optim`; None keeps the solver's default 1e-8); ``solver_options`` go to
     the solver unchanged (e.g. ``ftol``, ``gtol_abs``, ``memory=5`` for L-BFGS,
     ``step="fixed", lr=10`` for RGD)."""
     fn = get_solver(solver) if isinstance(solver, str) else solver

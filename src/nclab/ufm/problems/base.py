@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from nclab.ufm.manifolds import Product
+from nclab.manifolds import Product
 
 __all__ = ["UFMProblem"]
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from nclab._validation import check_bool, check_int, check_real
-from nclab.ufm.manifolds import Euclidean, Product
+from nclab.manifolds import Euclidean, Product
 from nclab.ufm.problems.base import UFMProblem
 
 __all__ = ["stable_cross_entropy", "ce_label_gradient", "zero_point_min_eig"]

@@ -3,7 +3,7 @@
 ``f(W,H) = (1/N) sum_{k,i} CE(tau W h_{k,i}, k)``, |w_k| = |h_{k,i}| = 1 (product of spheres),
 temperature tau > 0 (REFERENCE.md section 2).  Cost and derivatives are the logit family's
 (:mod:`nclab.ufm.problems.logit`) with scale s = tau and no penalties; the Riemannian derivatives
-come from the manifold (:class:`nclab.ufm.manifolds.Oblique`).  Closed form for d >= K-1:
+come from the manifold (:class:`nclab.manifolds.Oblique`).  Closed form for d >= K-1:
 ``f* = log(1 + (K-1) exp(-tau K/(K-1)))``, W a simplex ETF and h_{k,i} = w_k.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from nclab._validation import check_int, check_real
 from nclab.geometry import etf_gram_error, simplex_etf
-from nclab.ufm.manifolds import Oblique, Product
+from nclab.manifolds import Oblique, Product
 from nclab.ufm.problems.logit import _CELoss, _LogitProblem
 
 __all__ = ["NormalizedProblem"]

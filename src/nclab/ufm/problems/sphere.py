@@ -20,7 +20,7 @@ import torch
 from nclab._validation import check_int, check_real
 from nclab.geometry import etf_gram_error, frame_potential, frame_potential_bound, frame_potential_excess
 from nclab.geometry import simplex_etf, welch_bound
-from nclab.ufm.manifolds import Oblique, Product
+from nclab.manifolds import Oblique, Product
 from nclab.ufm.problems.base import UFMProblem
 from nclab.ufm.problems.logit import _softmax_hvp, ce_label_gradient, stable_cross_entropy
 
