@@ -3,16 +3,16 @@ Python and from the CLI: a clear message, a non-zero exit, no traceback."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from nclab.cli import app
 from nclab.nets.reproduce import heads_configs, markdown_table, reproduce_heads
-from nclab.nets.train import TrainConfig, read_log, train
+from nclab.nets.config import TrainConfig
+from nclab.nets.rundir import read_log
+from nclab.nets.train import train
 
 runner = CliRunner()
 
@@ -36,17 +36,17 @@ def assert_clean_failure(result, *fragments):
 
 
 def test_unknown_dataset(data_dir, tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; allowed: mnist, fashion-mnist"):
-        train(TrainConfig(dataset="cifar10", data_dir=str(data_dir), out=str(tmp_path / "x")), progress=False)
+    with pytest.raises(ValueError, match="dataset must be one of 'mnist', 'fashion-mnist', got 'cifar10'"):
+        train(TrainConfig(dataset="cifar10", data_dir=str(data_dir), out=str(tmp_path / "x")))
     result = invoke("train", "--dataset", "cifar10", "--data-dir", data_dir, "--out", tmp_path / "x", *TINY)
-    assert_clean_failure(result, "unknown dataset", "fashion-mnist")
+    assert_clean_failure(result, "dataset must be one of", "fashion-mnist")
     assert not (tmp_path / "x").exists()
 
 
 def test_missing_data_directory(tmp_path):
     missing = tmp_path / "no-data"
     with pytest.raises(FileNotFoundError) as err:
-        train(TrainConfig(model="mlp", data_dir=str(missing), out=str(tmp_path / "x")), progress=False)
+        train(TrainConfig(model="mlp", data_dir=str(missing), out=str(tmp_path / "x")))
     msg = str(err.value)
     assert str(missing / "MNIST" / "raw") in msg and "download" in msg
     result = invoke("train", "--data-dir", missing, "--out", tmp_path / "x", *TINY)
@@ -55,16 +55,15 @@ def test_missing_data_directory(tmp_path):
 
 def test_etf_head_needs_d_at_least_K_minus_1(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"d >= K-1 = 9"):
-        train(TrainConfig(model="mlp", head="etf", feature_dim=5, data_dir=str(data_dir), out=str(tmp_path / "x")),
-              progress=False)
+        train(TrainConfig(model="mlp", head="etf", feature_dim=5, data_dir=str(data_dir), out=str(tmp_path / "x")))
     result = invoke("train", "--head", "etf", "--feature-dim", 5, "--data-dir", data_dir, "--out", tmp_path / "x", *TINY)
     assert_clean_failure(result, "K-1", "got d=5")
 
 
 @pytest.mark.parametrize(
     "args, fragment",
-    [(["--model", "vgg"], "unknown model 'vgg'"), (["--epochs", "0"], "epochs must be an integer >= 1"),
-     (["--lr", "-1"], "lr must be a finite number > 0"), (["--eval-schedule", "often"], "allowed: every, log")],
+    [(["--model", "vgg"], "model must be one of 'resnet18', 'mlp', got 'vgg'"), (["--epochs", "0"], "epochs must be >= 1, got 0"),
+     (["--lr", "-1"], "lr must be > 0, got -1.0"), (["--eval-schedule", "often"], "one of 'every', 'log', got 'often'")],
 )
 def test_other_bad_options(data_dir, tmp_path, args, fragment):
     result = invoke("train", "--data-dir", data_dir, "--out", tmp_path / "x", *TINY, *args)
@@ -105,9 +104,10 @@ def test_reproduce_heads_plan():
 
 def test_reproduce_heads_tiny(data_dir, tmp_path):
     # in this process (fresh_process=False) to save four interpreter starts; the CLI is the same call
+    messages = []
     result = reproduce_heads("mnist", out=tmp_path, epochs=1, per_class=10, test_per_class=10,
-                             data_dir=str(data_dir), progress=False, fresh_process=False,
-                             console=Console(file=io.StringIO(), width=200))
+                             data_dir=str(data_dir), fresh_process=False, on_message=messages.append)
+    assert [m.split(":")[0] for m in messages] == ["learned", "etf", "etf_d=K", "normalized"]  # the plan
     assert [r["run"] for r in result["rows"]] == ["learned", "etf", "etf_d=K", "normalized"]
     table = json.loads((tmp_path / "heads.json").read_text())
     assert table["rows"] == result["rows"]
@@ -119,10 +119,33 @@ def test_reproduce_heads_tiny(data_dir, tmp_path):
     assert (tmp_path / "heads.md").read_text().count("\n|") >= 5
     assert (tmp_path / "heads.png").stat().st_size > 10_000
     # a second call finds every run finished and only rewrites the table
-    again = reproduce_heads("mnist", out=tmp_path, epochs=1, per_class=10, test_per_class=10, data_dir=str(data_dir),
-                            progress=False, console=Console(file=io.StringIO()))
+    again = reproduce_heads("mnist", out=tmp_path, epochs=1, per_class=10, test_per_class=10, data_dir=str(data_dir))
     assert again["rows"] == result["rows"]
 
 
 def test_reproduce_heads_cli_bad_dataset(tmp_path):
     assert_clean_failure(invoke("reproduce", "heads", "--dataset", "svhn", "--out", tmp_path), "unknown dataset 'svhn'")
+
+
+def test_progress_bar_is_drawn_from_the_callbacks(data_dir, tmp_path):
+    """The rich bar lives in the CLI and is fed by train's callbacks: one line per evaluated epoch,
+    closed after the last epoch; a pickled copy (for a fresh process) starts without a bar."""
+    import io
+    import pickle
+
+    from rich.console import Console
+
+    from nclab.cli.nets import TrainProgress
+
+    buf = io.StringIO()
+    bar = TrainProgress(console=Console(file=buf, width=200))
+    cfg = TrainConfig(model="mlp", per_class=20, test_per_class=10, epochs=2, batch_size=50, device="cpu",
+                      data_dir=str(data_dir), out=str(tmp_path / "bar"))
+    train(cfg, **bar.callbacks())
+    out = buf.getvalue()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ") and line.split()[1].isdigit()]
+    assert [line.split()[1] for line in lines] == ["1", "2"] and "nc1" in lines[-1]
+    assert "epoch 2/2" in out  # the bar of the last epoch
+    assert bar._bar is None  # closed after the last epoch
+    copy = pickle.loads(pickle.dumps(bar.on_epoch)).__self__
+    assert isinstance(copy, TrainProgress) and copy._bar is None

@@ -1,8 +1,10 @@
-"""nclab.nets.train: the training loop, its feature extraction, its checkpoints.
+"""nclab.nets.train: the training loop, its model and optimizer, its progress callbacks.
 
 Tiny settings throughout (MLP, 30 MNIST images per class, 3 epochs): each run takes seconds.
-Oracles: a direct forward pass (model.features), nclab.metrics.compute_metrics on those features,
-an uninterrupted run for the resumed one, a freshly built ETF for the trained one.
+Oracles: an uninterrupted run for the resumed one, a freshly built ETF for the trained one, the
+log file for the callbacks' records, the metrics recomputed on CPU from a GPU run's checkpoint.
+(Extraction and metrics: test_nets_evaluate.py; options: test_nets_config.py; files:
+test_nets_rundir.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import pytest
 import torch
 
-from nclab.metrics import METRIC_NAMES, compute_metrics
+from nclab.metrics import METRIC_NAMES
 from nclab.nets.data import load_dataset
 from nclab.nets.heads import ETFHead
 from nclab.nets.train import (
@@ -21,8 +23,6 @@ from nclab.nets.train import (
     TrainConfig,
     build_model,
     collapse_metrics,
-    eval_epochs,
-    extract,
     lr_milestones,
     make_optimizer,
     read_log,
@@ -49,7 +49,7 @@ def small_mnist(data_dir):
 @pytest.mark.parametrize("head", ["learned", "etf", "normalized"])
 def test_short_run_learns_and_collapses(data_dir, tmp_path, head):
     cfg = tiny(data_dir, tmp_path / head, head=head, lr=0.1, epochs=6)  # nc1 may rise at first
-    summary = train(cfg, progress=False)
+    summary = train(cfg)
     log = read_log(tmp_path / head)
     assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
     for r in log:
@@ -73,7 +73,7 @@ def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
     optimized = {id(p) for g in make_optimizer(net, cfg).param_groups for p in g["params"]}
     assert id(head.weight) not in optimized
     assert {id(p) for p in net.parameters()} == optimized  # everything else is trained
-    summary = train(cfg, progress=False)
+    summary = train(cfg)
     trained = torch.load(tmp_path / "etf" / "checkpoint.pt", weights_only=False)["model"]
     assert torch.equal(trained["head.weight"], head.weight)  # bit for bit the initial frame
     assert summary["parameters_total"] - summary["parameters_trainable"] == 10 * 10  # the fixed K x d frame
@@ -85,57 +85,24 @@ def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
 
 def test_normalized_head_rows_stay_unit(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path / "norm", head="normalized", epochs=2)
-    train(cfg, progress=False)
+    train(cfg)
     W = torch.load(tmp_path / "norm" / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
     assert torch.allclose(W.norm(dim=1), torch.ones(10), atol=1e-6)
     assert not torch.allclose(W, build_model(cfg).head.weight)  # it was trained
 
 
-@pytest.mark.parametrize("head", ["learned", "normalized"])
-def test_extraction_equals_direct_forward_and_compute_metrics(small_mnist, head):
-    images, labels = small_mnist
-    net = build_model(TrainConfig(model="mlp", head=head, seed=3))
-    net.train()  # extraction must switch to eval mode itself
-    ex = extract(net, images, labels, num_classes=10, batch_size=images.shape[0], keep_features=True)
-    with torch.no_grad():
-        net.eval()
-        h = net.features(images)
-        direct = net.head.metric_features(h)
-        logits = net(images)
-    assert torch.equal(ex.features, direct)  # same batch: bit for bit
-    assert ex.count == images.shape[0] and ex.correct == float((logits.argmax(1) == labels).sum())
-    assert math.isclose(ex.loss, float(torch.nn.functional.cross_entropy(logits, labels)), rel_tol=1e-5)
-    # small batches: the same features up to float32 rounding of the matrix products
-    ex64 = extract(net, images, labels, num_classes=10, batch_size=64, keep_features=True)
-    assert torch.allclose(ex64.features, direct, rtol=1e-5, atol=1e-6)
-    # the loop's metrics (NCStats + NC4Counter, 64-sample batches) vs the one-call oracle; in
-    # float64 (a float64 network) so that batching changes nothing beyond float64 rounding
-    net64, images64 = net.double(), images.double()
-    direct = net64.head.metric_features(net64.features(images64)).detach()
-    W, b = net64.head.classifier_weight(), net64.head.classifier_bias()
-    got, _, counter = collapse_metrics(net64, images64, labels, num_classes=10, batch_size=64)
-    want = compute_metrics(direct, labels, W, b)
-    for name in METRIC_NAMES:
-        g, w = getattr(got, name), getattr(want, name)
-        assert math.isclose(g, w, rel_tol=1e-10, abs_tol=1e-14), (name, g, w)
-    # and the nearest-class-mean accuracy is that of the rule applied directly
-    mu = torch.stack([direct[labels == k].double().mean(0) for k in range(10)])
-    ncc = torch.cdist(direct.double(), mu).argmin(1)
-    assert counter.ncc_accuracy == pytest.approx(float((ncc == labels).double().mean()), abs=1e-12)
-
-
 def test_resume_reproduces_an_uninterrupted_run(data_dir, tmp_path):
     full = tiny(data_dir, tmp_path / "full", head="normalized")
-    train(full, progress=False)
+    train(full)
     part = tiny(data_dir, tmp_path / "part", head="normalized", stop_after=2)
-    summary = train(part, progress=False)
+    summary = train(part)
     assert summary["epochs_done"] == 2 and not summary["finished"]
     # a line written after the last checkpoint (a crash between log and checkpoint) is dropped
     with open(tmp_path / "part" / "log.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 3, "train_loss": -1.0}) + "\n")
     with pytest.raises(ValueError, match="--resume"):
-        train(tiny(data_dir, tmp_path / "part", head="normalized"), progress=False)
-    train(tiny(data_dir, tmp_path / "part", head="normalized", resume=True), progress=False)
+        train(tiny(data_dir, tmp_path / "part", head="normalized"))
+    train(tiny(data_dir, tmp_path / "part", head="normalized", resume=True))
 
     def numbers(run):
         return [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_log(tmp_path / run)]
@@ -152,18 +119,9 @@ def test_resume_reproduces_an_uninterrupted_run(data_dir, tmp_path):
 
 
 def test_resume_refuses_changed_options(data_dir, tmp_path):
-    train(tiny(data_dir, tmp_path / "r", epochs=1), progress=False)
+    train(tiny(data_dir, tmp_path / "r", epochs=1))
     with pytest.raises(ValueError, match="lr"):
-        train(tiny(data_dir, tmp_path / "r", epochs=1, lr=0.5, resume=True), progress=False)
-
-
-def test_schedules():
-    assert lr_milestones(200) == [66, 133]
-    assert lr_milestones(3) == [1, 2]
-    cfg = TrainConfig(epochs=200, eval_schedule="log", eval_points=20)
-    ep = eval_epochs(cfg)
-    assert ep[0] == 1 and ep[-1] == 200 and len(ep) <= 21 and ep == sorted(set(ep))
-    assert eval_epochs(TrainConfig(epochs=5)) == [1, 2, 3, 4, 5]
+        train(tiny(data_dir, tmp_path / "r", epochs=1, lr=0.5, resume=True))
 
 
 @pytest.mark.gpu
@@ -171,8 +129,8 @@ def test_cuda_run_and_resume(data_dir, tmp_path):
     """On a GPU: data and model on the device, cuda peak memory logged, resume from a checkpoint
     saved there, and the logged metrics are those of the checkpointed weights (recomputed on CPU)."""
     cfg = tiny(data_dir, tmp_path / "gpu", head="etf", feature_dim=10, device="cuda", stop_after=2)
-    train(cfg, progress=False)
-    train(tiny(data_dir, tmp_path / "gpu", head="etf", feature_dim=10, device="cuda", resume=True), progress=False)
+    train(cfg)
+    train(tiny(data_dir, tmp_path / "gpu", head="etf", feature_dim=10, device="cuda", resume=True))
     log = read_log(tmp_path / "gpu")
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert all(r["memory_kind"] == "cuda_max_allocated" and r["peak_memory_mb"] > 0 for r in log)
@@ -208,5 +166,33 @@ def test_etf_frame_reaches_every_class_with_relu_features(data_dir, tmp_path):
     assert reachable(simplex_etf(10, 10, seed=0)) < 10  # a general rotation: the failure mode
     # and the unrotated d = K network does fit every class of a small training set
     cfg = tiny(data_dir, tmp_path / "etfk", head="etf", feature_dim=10, epochs=6, lr=0.1)
-    log = train(cfg, progress=False)["final"]
+    log = train(cfg)["final"]
     assert log["train_acc"] > 0.9 and log["ncc_acc"] > 0.9
+
+
+def test_callbacks_report_every_batch_and_every_logged_record(data_dir, tmp_path):
+    batches, records = [], []
+    cfg = tiny(data_dir, tmp_path / "cb", epochs=3, stop_after=2)  # 300 images, batch 32: 10 batches (the last of 12)
+    train(cfg, on_batch=batches.append, on_epoch=records.append)
+    assert records == read_log(tmp_path / "cb")  # what was written, in order (NaN-free here)
+    assert [b["epoch"] for b in batches] == [1] * 10 + [2] * 10
+    assert [b["batch"] for b in batches] == list(range(1, 11)) * 2
+    assert {(b["batches"], b["epochs"], b["until"]) for b in batches} == {(10, 3, 2)}
+    # resuming reports only the epochs it trains
+    records.clear()
+    train(tiny(data_dir, tmp_path / "cb", epochs=3, resume=True), on_epoch=records.append)
+    assert [r["epoch"] for r in records] == [3]
+
+
+def test_former_single_module_names_stay_importable():
+    import nclab.nets.train as T
+    from nclab.nets import config, evaluate, rundir
+
+    for name in ("TrainConfig", "lr_milestones", "eval_epochs", "EVAL_SCHEDULES"):
+        assert getattr(T, name) is getattr(config, name)
+    for name in ("extract", "collapse_metrics", "Extraction", "KEEP_FEATURES_BYTES"):
+        assert getattr(T, name) is getattr(evaluate, name)
+    for name in ("read_log", "LOG_KEYS", "CHECKPOINT", "LOG", "CONFIG", "SUMMARY"):
+        assert getattr(T, name) is getattr(rundir, name)
+    for name in T.__all__:
+        assert hasattr(T, name), name

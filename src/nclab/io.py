@@ -1,5 +1,10 @@
 """Reading feature files and writing results safely.
 
+Writes: :func:`atomic_write` is nclab's one atomic writer (temporary file beside the target,
+fsync, ``os.replace``): a reader, or a run interrupted at any moment, sees the old file or the
+complete new one, never a part.  :func:`write_json_atomic` and the run directories of
+:mod:`nclab.nets` (checkpoints, logs) write through it.
+
 Feature files (``nclab metrics``):
   * ``.npz`` with ``features`` (N, d) float, ``labels`` (N,) int, optional ``classifier`` (K, d)
     and ``bias`` (K,); no other keys (a typo such as ``W`` is reported, not ignored);
@@ -12,14 +17,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
-__all__ = ["NPZ_KEYS", "load_feature_file", "write_json_atomic", "json_ready"]
+__all__ = ["NPZ_KEYS", "load_feature_file", "atomic_write", "write_json_atomic", "json_ready"]
 
 NPZ_KEYS = {
     "features": "(N, d) float features, one sample per row",
@@ -139,17 +146,51 @@ def json_ready(obj):
     return obj
 
 
-def write_json_atomic(path, obj, *, indent: int = 2) -> Path:
-    """Write JSON to ``path`` atomically: a temporary file in the same folder, then os.replace."""
+def atomic_write(path, data: bytes | Callable[[BinaryIO], None], *, mode: int = 0o666) -> Path:
+    """Replace ``path`` atomically by ``data`` (bytes) or by what ``data(file)`` writes to a binary file.
+
+    The content goes to a new temporary file in the same folder (created exclusively, with
+    permissions ``mode`` less the umask, as :func:`open` would), is flushed and ``os.fsync``-ed,
+    and then renamed over ``path`` with ``os.replace``; so ``path`` holds either its old content or
+    the complete new one, also after a crash.  On any error the temporary file is removed and
+    ``path`` is untouched.  The folder is created if needed.  Returns ``path``.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(p, b"hello").read_bytes()
+    b'hello'
+    >>> atomic_write(p, lambda f: f.write(b"bye")).read_bytes()
+    b'bye'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for _ in range(100):  # a clash of two random names is only theoretically possible
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"could not create a temporary file beside {path}")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(json_ready(obj), fh, indent=indent, allow_nan=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path, obj, *, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON (non-finite numbers as null, see :func:`json_ready`) to
+    ``path`` through :func:`atomic_write`.  The file is private to its owner (mode 0600), as the
+    ``tempfile.mkstemp`` this function used before made it."""
+    text = json.dumps(json_ready(obj), indent=indent, allow_nan=False) + "\n"
+    return atomic_write(path, text.encode(), mode=0o600)

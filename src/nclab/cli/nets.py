@@ -1,6 +1,8 @@
 """`nclab train`, `nclab plot`, `nclab reproduce heads`: a thin layer over nclab.nets.
 
 Bad options and missing data end with a one-line message and exit code 2, never a traceback.
+The presentation of training lives here: the rich progress bar (:class:`TrainProgress`, fed by
+:func:`nclab.nets.train.train`'s callbacks) and the rich table of the heads comparison.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from nclab.nets.train import TrainConfig, train
+from nclab.nets.config import TrainConfig
+from nclab.nets.train import train
 
 #: The defaults of the options are TrainConfig's, so Python and the command line cannot drift apart.
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -21,6 +24,86 @@ _D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 def _fail(err: Exception) -> typer.Exit:
     typer.echo(f"Error: {err}", err=True)
     return typer.Exit(2)
+
+
+def short_record(record: dict) -> str:
+    """One line of an epoch's log record: running loss, and accuracies and nc1 when evaluated."""
+    parts = [f"loss {record['train_loss_running']:.4f}"]
+    for key, fmt in (("train_acc", "train {:.4f}"), ("test_acc", "test {:.4f}"), ("nc1", "nc1 {:.3e}")):
+        if record.get(key) is not None:
+            parts.append(fmt.format(record[key]))
+    return "  ".join(parts)
+
+
+class TrainProgress:
+    """A rich progress bar of one epoch's batches, plus a line per evaluated epoch, drawn from
+    :func:`nclab.nets.train.train`'s ``on_batch`` and ``on_epoch`` callbacks (pass the bound
+    methods).  The bar starts with the first batch and closes after the last epoch of the call
+    (or with :meth:`close`), so one object serves several runs one after the other; it holds no
+    rich object until then and can be pickled to a fresh training process."""
+
+    def __init__(self, console=None) -> None:
+        self.console = console  # a rich Console (None: rich's default, the terminal)
+        self._bar = None
+        self._task = None
+        self._until = None
+
+    def __reduce__(self):  # a copy in another process starts without a bar of its own, on its terminal
+        return (type(self), ())
+
+    def on_batch(self, info: dict) -> None:
+        if self._bar is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("epoch", total=1, info="")
+        self._until = info["until"]
+        if info["batch"] == 1:
+            self._bar.reset(self._task, total=info["batches"], description=f"epoch {info['epoch']}/{info['epochs']}")
+        self._bar.advance(self._task)
+
+    def on_epoch(self, record: dict) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(self._task, info=short_record(record))
+        if "nc1" in record:
+            self._bar.console.print(f"epoch {record['epoch']:4d}  {short_record(record)}")
+        if record["epoch"] == self._until:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar = self._task = self._until = None
+
+    def callbacks(self) -> dict:
+        """``on_epoch`` and ``on_batch`` for :func:`nclab.nets.train.train`."""
+        return {"on_epoch": self.on_epoch, "on_batch": self.on_batch}
+
+
+def heads_table(rows: list[dict], title: str = ""):
+    """The rich table of :func:`nclab.nets.reproduce.reproduce_heads`' rows (columns of
+    :data:`nclab.nets.reproduce.TABLE_COLUMNS`)."""
+    from rich.table import Table
+
+    from nclab.nets.reproduce import TABLE_COLUMNS, format_cell
+
+    table = Table(title=title)
+    for header, _, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="left" if header == "run" else "right")
+    for r in rows:
+        table.add_row(*(format_cell(r.get(k), f) for _, k, f in TABLE_COLUMNS))
+    return table
 
 
 def train_command(
@@ -64,10 +147,13 @@ def train_command(
         data_dir=str(data_dir), download=download, out=str(out), resume=resume, stop_after=stop_after,
         threads=threads, etf_rotation=etf_rotation,
     )
+    bar = TrainProgress()
     try:
-        summary = train(config, progress=progress)
+        summary = train(config, **(bar.callbacks() if progress else {}))
     except (ValueError, FileNotFoundError) as err:
         raise _fail(err) from None
+    finally:
+        bar.close()
     final = summary["final"]
     if os.environ.get("RANK", "0") == "0":
         typer.echo(
@@ -111,13 +197,24 @@ def reproduce_heads_command(
     Writes a table (final accuracies, metrics, parameters, memory, time) as JSON and markdown, and
     the collapse figure.  Re-running resumes unfinished runs and skips finished ones.
     """
+    from rich.console import Console
+
     from nclab.nets.reproduce import reproduce_heads
 
+    console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the table
+        console = Console(width=220)
+    bar = TrainProgress()
     try:
-        result = reproduce_heads(dataset, full, out, progress=progress, epochs=epochs, per_class=per_class,
-                                 device=device, data_dir=str(data_dir), seed=seed, jobs=jobs)
+        result = reproduce_heads(dataset, full, out, epochs=epochs, per_class=per_class, device=device,
+                                 data_dir=str(data_dir), seed=seed, jobs=jobs,
+                                 on_message=lambda text: console.print(text, markup=False, highlight=False),
+                                 **(bar.callbacks() if progress else {}))
     except (ValueError, FileNotFoundError) as err:
         raise _fail(err) from None
+    finally:
+        bar.close()
+    console.print(heads_table(result["rows"], result["title"]))
     typer.echo(f"{result['seconds']:.0f} s; wrote " + ", ".join(result["files"].values()))
 
 

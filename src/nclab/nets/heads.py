@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nclab.geometry import ones_preserving_rotation, simplex_etf
+from nclab.ufm.manifolds import Oblique
 
 __all__ = [
     "HEADS",
@@ -246,6 +247,9 @@ class NormalizedHead(_Head):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
         self.bias = None
+        #: W's manifold, the product of K unit spheres in R^d: its projection, retraction and
+        #: transport are the Riemannian update (:meth:`project_grad_`, :meth:`project_`).
+        self.manifold = Oblique(K, d)
 
     def _unit_weight(self) -> Tensor:
         return F.normalize(self.weight, dim=1)
@@ -267,25 +271,30 @@ class NormalizedHead(_Head):
     @torch.no_grad()
     def project_grad_(self) -> None:
         """Project ``weight.grad`` row-wise onto the tangent space of the oblique manifold at W:
-        ``g_k <- g_k - <g_k, w_k> w_k`` (w_k taken unit).  No-op when there is no gradient."""
+        ``g_k <- g_k - <g_k, w_k> w_k`` (w_k taken unit; ``Oblique.proj``).  No-op when there is
+        no gradient."""
         g = self.weight.grad
         if g is None:
             return
-        w = F.normalize(self.weight, dim=1)
-        g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+        g.copy_(self.manifold.proj(F.normalize(self.weight, dim=1), g))
 
     @torch.no_grad()
     def project_(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Retract W onto the oblique manifold (``w_k <- w_k/|w_k|``, the metric projection).
 
-        With ``optimizer``, W's momentum-like state (SGD's ``momentum_buffer``) is projected onto
-        the tangent space at the new W (vector transport by projection, Absil et al. 2008)."""
-        self.weight.copy_(F.normalize(self.weight, dim=1))
+        The optimizer's step has already moved W off the manifold to ``W + step``; the retraction
+        ``Oblique.retr`` at that point with a zero tangent normalises its rows, which is the
+        projection retraction of the step.  With ``optimizer``, W's momentum-like state (SGD's
+        ``momentum_buffer``) is projected onto the tangent space at the new W: vector transport by
+        projection (Absil et al. 2008), ``Oblique.transport``'s rule, written as ``Oblique.proj``
+        at the new point since the old one is gone."""
+        W = self.weight
+        W.copy_(self.manifold.retr(W, torch.zeros_like(W)))
         if optimizer is not None:
-            state = optimizer.state.get(self.weight, {})
+            state = optimizer.state.get(W, {})
             buf = state.get("momentum_buffer")
-            if isinstance(buf, Tensor) and buf.shape == self.weight.shape:
-                buf.sub_((buf * self.weight).sum(dim=1, keepdim=True) * self.weight)
+            if isinstance(buf, Tensor) and buf.shape == W.shape:
+                buf.copy_(self.manifold.proj(W, buf))
 
     def extra_repr(self) -> str:
         return f"d={self.d}, K={self.K}, tau={self.tau}, seed={self.seed}"

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from nclab.nets.train import CONFIG, read_log
+from nclab.nets.rundir import CONFIG, read_log
 
 __all__ = ["plot_runs", "run_label", "PANELS"]
 

@@ -18,7 +18,9 @@ the peak resident memory reported on CPU (``getrusage``) is that run's own; on t
 core goes at a time, each with one torch thread.  A run already finished is not repeated and an
 interrupted one is resumed.  The comparison is written as ``out/heads.json``
 (per run: the final log record, parameter counts, memory, time), ``out/heads.md`` (a markdown
-table), ``out/heads.png`` (:func:`nclab.nets.plot.plot_runs`) and returned.
+table), ``out/heads.png`` (:func:`nclab.nets.plot.plot_runs`) and returned.  Nothing here prints:
+messages go to an ``on_message`` callback and training progress to :func:`nclab.nets.train.train`'s
+callbacks; the command line shows them (and the table) with rich.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from nclab.io import write_json_atomic
 from nclab.metrics import METRIC_NAMES
-from nclab.nets.train import SUMMARY, TrainConfig, train
+from nclab.nets.config import TrainConfig
+from nclab.nets.rundir import SUMMARY
+from nclab.nets.train import train
 
 __all__ = [
     "HeadRun",
@@ -45,7 +50,7 @@ __all__ = [
     "default_jobs",
     "reproduce_heads",
     "markdown_table",
-    "rich_table",
+    "format_cell",
 ]
 
 
@@ -124,7 +129,9 @@ def _row(name: str, summary: dict) -> dict:
     return row
 
 
-def _fmt(value, fmt: str) -> str:
+def format_cell(value, fmt: str) -> str:
+    """One cell of the comparison table: ``fmt`` of :data:`TABLE_COLUMNS` applied to ``value``
+    ("–" for a missing value, the plain value when the format does not apply)."""
     if value is None:
         return "–"
     try:
@@ -136,19 +143,8 @@ def _fmt(value, fmt: str) -> str:
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(h for h, _, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    body = ["| " + " | ".join(_fmt(r.get(k), f) for _, k, f in TABLE_COLUMNS) + " |" for r in rows]
+    body = ["| " + " | ".join(format_cell(r.get(k), f) for _, k, f in TABLE_COLUMNS) + " |" for r in rows]
     return "\n".join([head, rule, *body]) + "\n"
-
-
-def rich_table(rows: list[dict], title: str = ""):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for header, _, _ in TABLE_COLUMNS:
-        table.add_column(header, justify="left" if header == "run" else "right")
-    for r in rows:
-        table.add_row(*(_fmt(r.get(k), f) for _, k, f in TABLE_COLUMNS))
-    return table
 
 
 def default_jobs(configs: list[TrainConfig]) -> int:
@@ -163,10 +159,11 @@ def reproduce_heads(
     full: bool = False,
     out="results/heads",
     *,
-    progress: bool = True,
     fresh_process: bool = True,
     jobs: int | None = None,
-    console=None,
+    on_message: Callable[[str], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[dict], None] | None = None,
     **overrides,
 ) -> dict:
     """Run (or resume) the four runs of :data:`HEAD_RUNS` and write the comparison.
@@ -176,24 +173,24 @@ def reproduce_heads(
     time (default :func:`default_jobs`: one per core) with ``cpu_count // jobs`` torch threads each,
     since one thread per process is far faster than two threads fighting over the cores.
     ``fresh_process=False`` trains here, one run after the other (faster to start; peak RSS then
-    accumulates over the runs).  Returns ``{"rows": [...], "seconds": wall time, "files": {...}}``.
-    """
-    from rich.console import Console
+    accumulates over the runs).
 
+    ``on_message(text)`` receives one line per event (the plan of each run, a run finished, a
+    warning); ``on_epoch`` and ``on_batch`` go to :func:`nclab.nets.train.train` when one run
+    trains at a time (progress of parallel runs would interleave); in fresh processes they must be
+    picklable.  Returns ``{"title", "rows": [...], "seconds": wall time, "files": {...}, ...}``.
+    """
     from nclab.nets.plot import plot_runs
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # a log file: wide enough for the table
-            console = Console(width=220)
+    say = on_message or (lambda text: None)
     out = Path(out)
     configs = heads_configs(dataset, full, out, **overrides)
     if full and configs[0].device == "auto":
         import torch
 
         if not torch.cuda.is_available():
-            console.print("[yellow]warning:[/] --full is the papers' scale (ResNet18, 60,000 images, 200 epochs) "
-                          "and no GPU is available: on a CPU this takes days")
+            say("warning: --full is the papers' scale (ResNet18, 60,000 images, 200 epochs) "
+                "and no GPU is available: on a CPU this takes days")
     jobs = jobs or default_jobs(configs)
     if fresh_process and all(c.device == "cpu" for c in configs):
         for c in configs:
@@ -210,21 +207,22 @@ def reproduce_heads(
         else:
             todo.append((run, cfg))
     for run, cfg in todo:
-        console.print(f"[bold]{run.name}[/]: {cfg.model}, head {cfg.head}, d = {cfg.feature_dim or 'default'}, "
-                      f"{cfg.epochs} epochs -> {cfg.out}")
+        say(f"{run.name}: {cfg.model}, head {cfg.head}, d = {cfg.feature_dim or 'default'}, "
+            f"{cfg.epochs} epochs -> {cfg.out}")
     if fresh_process and todo:
-        show = progress and jobs == 1  # progress bars of parallel runs would overwrite each other
+        # progress of parallel runs would overwrite each other
+        callbacks = dict(on_epoch=on_epoch, on_batch=on_batch) if jobs == 1 else {}
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(train, cfg, show): run for run, cfg in todo}
+            futures = {pool.submit(train, cfg, **callbacks): run for run, cfg in todo}
             for fut in as_completed(futures):
                 run = futures[fut]
                 summaries[run.name] = s = fut.result()
-                console.print(f"{run.name} done: train acc {s['final'].get('train_acc')}, "
-                              f"nc1 {s['final'].get('nc1')}, {s['total_seconds']:.0f} s")
+                say(f"{run.name} done: train acc {s['final'].get('train_acc')}, "
+                    f"nc1 {s['final'].get('nc1')}, {s['total_seconds']:.0f} s")
     else:
         for run, cfg in todo:
-            summaries[run.name] = train(cfg, progress)
+            summaries[run.name] = train(cfg, on_epoch=on_epoch, on_batch=on_batch)
     rows = [_row(run.name, summaries[run.name]) for run in HEAD_RUNS]
     seconds = time.perf_counter() - t0
     scale = "full (papers' scale)" if full else "CPU default"
@@ -241,6 +239,5 @@ def reproduce_heads(
         f"{rows[0]['memory_kind']} of the run's process.\n"
     )
     plot_runs([c.out for c in configs], files["figure"], labels=[r.name for r in HEAD_RUNS], title=title)
-    console.print(rich_table(rows, title))
     result["files"] = {k: str(v) for k, v in files.items()}
     return result
