@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import nclab.manifolds
-import nclab.ufm.manifolds
 from nclab.manifolds import Euclidean, Manifold, Oblique, Product, Sphere
 
 
@@ -223,12 +222,8 @@ def test_a_factor_that_does_not_say_makes_the_product_unknown():
     assert Product(Mine(3), Oblique(2, 3)).flat is False
 
 
-@pytest.mark.parametrize("module", [nclab.manifolds, nclab.ufm.manifolds], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [nclab.manifolds], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
-
-def test_the_old_import_path_reexports_the_same_classes():
-    for name in nclab.ufm.manifolds.__all__:
-        assert getattr(nclab.ufm.manifolds, name) is getattr(nclab.manifolds, name)

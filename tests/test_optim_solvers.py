@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import nclab.ufm.optim
-import nclab.ufm.solvers
 from nclab.geometry import etf_gram_error
 from nclab.ufm import optim as S
 from nclab.ufm.problems import make_problem
@@ -245,14 +244,12 @@ def test_fixed_step_rgd_and_armijo_lbfgs_options():
         assert abs(log.final["objective"] - problem.optimum) <= 1e-9 * problem.optimum, rule
 
 
-def test_solver_registry_and_the_old_import_path():
+def test_solver_registry():
     assert tuple(S.SOLVERS) == SOLVER_NAMES
     assert all(S.get_solver(n) is S.SOLVERS[n] for n in SOLVER_NAMES)
-    for name in nclab.ufm.solvers.__all__:  # the shim re-exports the package's objects
-        assert getattr(nclab.ufm.solvers, name) is getattr(S, name)
 
 
-@pytest.mark.parametrize("module", [nclab.ufm.optim, nclab.ufm.solvers], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [nclab.ufm.optim], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

@@ -1,4 +1,4 @@
-"""Derivative checks and Hessian eigenvalues of nclab.ufm.diagnostics (formerly nclab.ufm.tools).
+"""Derivative checks and Hessian eigenvalues of nclab.ufm.diagnostics .
 
 The Taylor checks must give slope 2/3 on every problem and must FAIL (slope 1/2) on a problem with a
 deliberately wrong gradient/Hessian; the Lanczos eigenvalues are compared with the dense spectrum
@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import nclab.ufm.manifolds
+import nclab.manifolds
 import nclab.ufm.diagnostics
 import nclab.ufm.problems
-import nclab.ufm.tools
 from nclab.ufm.problems import CEProblem, MSEProblem, NormalizedProblem, SphereProblem, make_problem
 from nclab.ufm.diagnostics import (
     OrbitProjector,
@@ -179,15 +178,11 @@ def test_hessian_extreme_eigs_bad_arguments():
         hessian_extreme_eigs(p, x, k=10_000)
 
 
-@pytest.mark.parametrize("module", [nclab.ufm.manifolds, nclab.ufm.problems, nclab.ufm.diagnostics], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [nclab.ufm.problems, nclab.ufm.diagnostics], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
-
-def test_tools_is_a_shim_for_diagnostics():
-    for name in nclab.ufm.tools.__all__:
-        assert getattr(nclab.ufm.tools, name) is getattr(nclab.ufm.diagnostics, name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nclab.geometry import ones_preserving_rotation, simplex_etf
-from nclab.ufm.manifolds import Oblique
+from nclab.manifolds import Oblique
 
 __all__ = [
     "HEADS",
