@@ -117,6 +117,10 @@ def test_reproduce_heads_tiny(data_dir, tmp_path):
     assert learned["d"] == 512 and learned["parameters_trainable"] > etf_dk["parameters_trainable"]
     assert all(r["train_acc"] is not None and r["nc1"] is not None for r in table["rows"])
     assert (tmp_path / "heads.md").read_text().count("\n|") >= 5
+    assert result["runs"] == [str(tmp_path / r) for r in ("learned", "etf", "etf_d=K", "normalized")]
+    from nclab.cli.plots import plot_runs  # the CLI draws the figure from what the library returns
+
+    plot_runs(result["runs"], tmp_path / "heads.png", labels=result["labels"], title=result["title"])
     assert (tmp_path / "heads.png").stat().st_size > 10_000
     # a second call finds every run finished and only rewrites the table
     again = reproduce_heads("mnist", out=tmp_path, epochs=1, per_class=10, test_per_class=10, data_dir=str(data_dir))

@@ -169,7 +169,7 @@ def plot_command(
 ) -> None:
     """Papyan-style panels (accuracy, loss, nc1, equinorm, max-angle, nc3, nc4, CDNV) against the
     epoch, one colour per run."""
-    from nclab.nets.plot import plot_runs
+    from nclab.cli.plots import plot_runs
 
     try:
         path = plot_runs(runs, out, title=title)
@@ -214,6 +214,10 @@ def reproduce_heads_command(
         raise _fail(err) from None
     finally:
         bar.close()
+    from nclab.cli.plots import plot_runs
+
+    result["files"]["figure"] = str(plot_runs(result["runs"], out / "heads.png", labels=result["labels"],
+                                              title=result["title"]))
     console.print(heads_table(result["rows"], result["title"]))
     typer.echo(f"{result['seconds']:.0f} s; wrote " + ", ".join(result["files"].values()))
 

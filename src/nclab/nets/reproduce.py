@@ -17,10 +17,11 @@ Every run is an ordinary ``nclab train`` run in ``out/<name>`` executed in a fre
 the peak resident memory reported on CPU (``getrusage``) is that run's own; on the CPU one run per
 core goes at a time, each with one torch thread.  A run already finished is not repeated and an
 interrupted one is resumed.  The comparison is written as ``out/heads.json``
-(per run: the final log record, parameter counts, memory, time), ``out/heads.md`` (a markdown
-table), ``out/heads.png`` (:func:`nclab.nets.plot.plot_runs`) and returned.  Nothing here prints:
+(per run: the final log record, parameter counts, memory, time) and ``out/heads.md`` (a markdown
+table), and returned with the run folders and their labels.  Nothing here prints or plots:
 messages go to an ``on_message`` callback and training progress to :func:`nclab.nets.train.train`'s
-callbacks; the command line shows them (and the table) with rich.
+callbacks; the command line shows them (and the table) with rich and draws ``out/heads.png``
+(:func:`nclab.cli.plots.plot_runs`).
 """
 
 from __future__ import annotations
@@ -178,9 +179,9 @@ def reproduce_heads(
     ``on_message(text)`` receives one line per event (the plan of each run, a run finished, a
     warning); ``on_epoch`` and ``on_batch`` go to :func:`nclab.nets.train.train` when one run
     trains at a time (progress of parallel runs would interleave); in fresh processes they must be
-    picklable.  Returns ``{"title", "rows": [...], "seconds": wall time, "files": {...}, ...}``.
+    picklable.  Returns ``{"title", "rows": [...], "seconds": wall time, "files": {...}, "runs": [run
+    folders], "labels": [run names], ...}``.
     """
-    from nclab.nets.plot import plot_runs
 
     say = on_message or (lambda text: None)
     out = Path(out)
@@ -229,15 +230,15 @@ def reproduce_heads(
     c0 = configs[0]
     title = (f"Heads on {dataset}: {c0.model}, {c0.per_class or 'all'} per class, {c0.epochs} epochs, "
              f"lr {c0.lr}, wd {c0.weight_decay}, batch {c0.batch_size} [{scale}]")
-    files = {"json": out / "heads.json", "markdown": out / "heads.md", "figure": out / "heads.png"}
+    files = {"json": out / "heads.json", "markdown": out / "heads.md"}
     result = {"title": title, "dataset": dataset, "full": full, "seconds": seconds, "jobs": jobs, "rows": rows,
-              "configs": [c.to_dict() for c in configs]}
+              "configs": [c.to_dict() for c in configs], "runs": [str(c.out) for c in configs],
+              "labels": [r.name for r in HEAD_RUNS]}
     write_json_atomic(files["json"], result)
     files["markdown"].write_text(
         f"## {title}\n\n{markdown_table(rows)}\nWall time of this call: {seconds:.0f} s ({jobs} run(s) at a time); "
         "time s = one run's training and evaluation time; peak MiB = "
         f"{rows[0]['memory_kind']} of the run's process.\n"
     )
-    plot_runs([c.out for c in configs], files["figure"], labels=[r.name for r in HEAD_RUNS], title=title)
     result["files"] = {k: str(v) for k, v in files.items()}
     return result
