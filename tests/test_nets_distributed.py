@@ -38,3 +38,21 @@ def test_single_process(monkeypatch):
     net = torch.nn.Linear(2, 2)
     assert unwrap(net) is net
     env.close()  # nothing to destroy
+
+
+def test_the_collective_device_is_decided_in_one_place():
+    """nclab.distributed owns the nccl -> CUDA / gloo -> CPU decision; nets re-exports it and the
+    metrics' sync asks it (no second copy of the rule)."""
+    import inspect
+
+    import nclab.distributed
+    import nclab.metrics.nc4
+    import nclab.metrics.stats
+    import nclab.nets.distributed
+
+    assert nclab.nets.distributed.backend_plan is nclab.distributed.backend_plan
+    for module in (nclab.metrics.stats, nclab.metrics.nc4, nclab.nets.distributed):
+        assert '"nccl"' not in inspect.getsource(module)
+    assert nclab.distributed.backend_plan(torch.device("cpu")) == ("gloo", torch.device("cpu"))
+    assert nclab.distributed.backend_plan(torch.device("cuda", 1)) == ("nccl", torch.device("cuda", 1))
+    assert nclab.distributed.backend_plan(torch.device("cuda", 0), "gloo") == ("gloo", torch.device("cpu"))

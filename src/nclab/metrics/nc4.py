@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from nclab._validation import as_tensor, check_choice, check_features, check_head, check_labels
+from nclab.distributed import collective_device
 from nclab.metrics import functional as F
 from nclab.metrics.moments import gemm_dtype
 
@@ -146,7 +147,7 @@ class NC4Counter:
             return self
         if self._synced:
             raise ValueError("this counter was already synced; syncing twice would double-count")
-        dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+        dev = collective_device(group)
         t = self._tally.to(dev)
         dist.all_reduce(t, group=group)
         self._tally = t.cpu()

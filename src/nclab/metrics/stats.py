@@ -61,6 +61,7 @@ from nclab._validation import (
     check_num_classes,
     check_real,
 )
+from nclab.distributed import collective_device
 from nclab.geometry import DEFAULT_TILE
 from nclab.metrics import functional as F
 from nclab.metrics.moments import batch_moments, blas_syrk, gemm_dtype
@@ -331,16 +332,16 @@ class NCStats:
         if self._synced:
             raise ValueError("these statistics were already synced; syncing twice would double-count")
         # Agree on the dimension (a rank may have seen no data).
-        dim = torch.tensor([self.dim or 0], dtype=torch.int64, device=_comm_device(dist, group))
+        dim = torch.tensor([self.dim or 0], dtype=torch.int64, device=collective_device(group))
         dist.all_reduce(dim, op=dist.ReduceOp.MAX, group=group)
         if int(dim) == 0:
             raise ValueError("no process has any sample: nothing to sync")
         if self.dim is None:
-            self._init_state(int(dim), _comm_device(dist, group))
+            self._init_state(int(dim), collective_device(group))
         elif self.dim != int(dim):
             raise ValueError(f"feature dimension differs across processes: {self.dim} here, {int(dim)} elsewhere")
         orig = self.device
-        dev = _comm_device(dist, group)
+        dev = collective_device(group)
         counts, means, m2, scatter = (t.to(dev) for t in (self.counts, self.means, self.m2, self.scatter))
 
         total = counts.clone()
@@ -462,9 +463,3 @@ class NCStats:
             empty_classes=tuple(missing),
         )
 
-
-def _comm_device(dist, group) -> torch.device:
-    """Where the all-reduce buffers live: the current GPU under NCCL, else the CPU."""
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")

@@ -4,16 +4,14 @@ This module owns the device decision, written once:
 
 * :func:`resolve_device` turns ``TrainConfig.device`` into a torch device ("auto": the GPU if
   there is one; "cuda": this process's GPU, ``cuda:LOCAL_RANK``);
-* :func:`backend_plan` pairs a compute device with the torch.distributed backend and the device
-  of the tensors that backend's collectives exchange: a CUDA device talks nccl through CUDA
-  tensors, anything else gloo through CPU tensors (and a group someone else initialised keeps its
-  backend, with the matching device).
+* :func:`nclab.distributed.backend_plan` (re-exported here) pairs a compute device with the
+  torch.distributed backend and the device of its collectives; it is the one owner of that
+  decision, shared with the metrics' sync.
 
 :func:`init_distributed` joins the process group that ``torchrun`` describes (WORLD_SIZE, RANK,
 LOCAL_RANK, MASTER_ADDR/PORT) or one the caller initialised, and returns a :class:`DistEnv`;
 :func:`all_reduce` sums (or maxes) a few numbers over the ranks; :func:`unwrap` takes a model out
-of its DistributedDataParallel wrapper.  (:mod:`nclab.metrics` picks its sync device from the
-backend itself today; it should ask :func:`backend_plan` once that helper lives below both.)
+of its DistributedDataParallel wrapper.
 """
 
 from __future__ import annotations
@@ -24,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from nclab.distributed import backend_plan
 
 __all__ = ["DistEnv", "resolve_device", "backend_plan", "init_distributed", "all_reduce", "unwrap"]
 
@@ -40,18 +40,6 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         if spec == "cuda":
             spec = f"cuda:{local_rank}"
     return torch.device(spec)
-
-
-def backend_plan(device: torch.device, backend: str | None = None) -> tuple[str, torch.device]:
-    """``(backend, comm_device)`` for a process computing on ``device``.
-
-    Without ``backend``: nccl for a CUDA device, gloo otherwise.  The collectives of nccl exchange
-    CUDA tensors (on ``device``), those of gloo CPU tensors; with ``backend`` given (the backend of
-    an existing group) only the second half applies."""
-    device = torch.device(device)
-    if backend is None:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-    return backend, (device if backend == "nccl" else torch.device("cpu"))
 
 
 @dataclass
