@@ -63,7 +63,8 @@ def reference_metrics(X, y, K, W=None, b=None, weighted=False, rtol=1e-10):
         out["nc2_etf_W"] = gram_err(W @ W.T)
         out["nc3"] = float(np.sum((W / np.linalg.norm(W) - Mc / np.linalg.norm(Mc)) ** 2))
         out["nc3_duality_gram"] = gram_err(W @ Mc.T)
-        out["bias_collapse"] = float(np.linalg.norm(W @ mu_g + bb))
+        offset = W @ mu_g + bb  # REFERENCE.md: the centred |(I - J/K)(W mu_G + b)|
+        out["bias_collapse"] = float(np.linalg.norm((np.eye(len(offset)) - 1.0 / len(offset)) @ offset))
         pred = np.argmax(X @ W.T + bb, axis=1)
         dist = np.stack([np.sum((X - m) ** 2, axis=1) for m in means], axis=1)
         out["nc4"] = float(np.mean(pred != np.argmin(dist, axis=1)))

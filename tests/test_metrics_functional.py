@@ -106,3 +106,19 @@ def test_nc4_from_counts_and_centring_needs_counts_when_weighted():
         F.nc4(0, 0)
     with pytest.raises(ValueError, match="needs the class counts"):
         F.centred_means(torch.zeros(3, 2, dtype=torch.float64), weighted=True)
+
+
+def test_bias_collapse_ignores_a_constant_offset():
+    """REFERENCE.md section 3: a constant logit offset (b = b* 1, or the MSE optimum's 1/K) is not
+    a failure of bias collapse; only the centred part counts."""
+    import torch
+
+    from nclab.metrics import functional as Fn
+
+    W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    mu_g = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    b = -(W @ mu_g) + 3.0  # cancels W mu_G up to the constant 3
+    assert Fn.bias_collapse(W, b, mu_g) < 1e-15
+    v = W @ mu_g + torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)
+    assert Fn.bias_collapse(W, torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64), mu_g) == \
+        pytest.approx(float((v - v.mean()).norm()), rel=1e-15)

@@ -181,17 +181,17 @@ def nc3_duality_gram(W, centred_means, *, tile: int = DEFAULT_TILE) -> float:
 
 
 def bias_collapse(W, b, global_mean) -> float:
-    """``| W mu_G + b |``: the logit offset at the global mean (the quantity Zhu et al. 2021's
-    code reports as "NC4"); 0 when the bias cancels the classifier's response to mu_G.
-
-    Note: REFERENCE.md section 3 defines bias_collapse as the centred ``|(I - J/K)(W mu_G + b)|``
-    (a constant offset is invisible to softmax CE); this function keeps nclab's current,
-    uncentred value, which the tests' oracle (tests/reference_nc.py) also computes.
+    """``| (I - J/K)(W mu_G + b) |`` (REFERENCE.md section 3): the non-constant part of the logit
+    offset at the global mean.  The theorems' bias collapse is b = b* 1 (Zhu et al. 2021); a
+    constant offset is invisible to softmax cross-entropy and equals 1/K for the MSE UFM at its
+    optimum, so only the centred part must vanish.  (Zhu et al.'s code reports the uncentred
+    ``| W mu_G + b |`` as "NC4".)  The centring subtracts the mean entry of the K-vector, exactly.
 
     Parameters: W (K, d); b (K,); global_mean (d,).
     """
     W, b, mu_g = _f64(W), _f64(b), _f64(global_mean)
-    return float((W @ mu_g + b).norm())
+    v = W @ mu_g + b
+    return float((v - v.mean()).norm())
 
 
 def nc4(mismatches, total) -> float:

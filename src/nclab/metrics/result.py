@@ -45,7 +45,7 @@ METRIC_DESCRIPTIONS = {
     "nc3": "|W/|W|_F - Mc/|Mc|_F|_F^2 (Papyan et al.)",
     "nc3_duality_gram": "|W Mc^T/|W Mc^T|_F - (I-J/K)/sqrt(K-1)|_F (Zhu et al.)",
     "nc4": "fraction where argmax(W h + b) != nearest class mean",
-    "bias_collapse": "|W mu_G + b| (Zhu et al.'s code calls it NC4)",
+    "bias_collapse": "|(I - J/K)(W mu_G + b)|: the non-constant logit offset at the global mean",
 }
 
 

@@ -380,7 +380,7 @@ class NCStats:
         ----------
         classifier : (K, d) last-layer weights W (row k = class k), optional.
         bias : (K,) last-layer bias b, optional; with a classifier and no bias, b = 0 is used
-            (a bias-free head), so ``bias_collapse = |W mu_G|``.
+            (a bias-free head), so ``bias_collapse = |(I - J/K) W mu_G|``.
         weighted_mean : global mean mu_G = mean of all features instead of the (default,
             Papyan et al.) unweighted mean of the class means.
         rtol : relative eigenvalue cut-off of Sigma_B's pseudo-inverse: eigenvalues
