@@ -11,7 +11,7 @@ Example
 >>> import torch
 >>> from nclab.geometry import simplex_etf
 >>> M = simplex_etf(4, 5, seed=0)
->>> torch.allclose(M @ M.T, 4 / 3 * (torch.eye(4) - 1 / 4), atol=1e-12)
+>>> torch.allclose(M @ M.T, 4 / 3 * (torch.eye(4, dtype=M.dtype) - 1 / 4), atol=1e-12)
 True
 """
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from nclab._validation import check_int
 
 __all__ = [
     "simplex_etf",
@@ -42,21 +44,13 @@ __all__ = [
 DEFAULT_TILE = 2048
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def random_orthogonal(d: int, seed: int | None = 0, dtype=torch.float64, device=None) -> torch.Tensor:
     """A Haar-distributed random d x d orthogonal matrix, reproducible from ``seed``.
 
     QR of a standard Gaussian matrix with the signs of R's diagonal moved into Q (Mezzadri 2007),
     which makes the distribution exactly Haar.
     """
-    d = _check_int("d", d, 1)
+    d = check_int("d", d, 1)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(0 if seed is None else int(seed))
     a = torch.randn(d, d, generator=gen, dtype=torch.float64)
@@ -76,7 +70,7 @@ def ones_preserving_rotation(d: int, seed: int | None = 0, dtype=torch.float64, 
     class.  A rotation by a general orthogonal matrix can leave a class unreachable from the
     non-negative orthant.
     """
-    d = _check_int("d", d, 1)
+    d = check_int("d", d, 1)
     if d == 1:
         return torch.ones(1, 1, dtype=dtype, device=device)
     B = _centred_basis(d)
@@ -97,7 +91,7 @@ def _centred_basis(K: int) -> torch.Tensor:
 
 def simplex_gram(K: int, dtype=torch.float64, device=None) -> torch.Tensor:
     """The Gram ``K/(K-1) (I - J/K)`` of a unit simplex ETF with K vectors."""
-    K = _check_int("K", K, 2)
+    K = check_int("K", K, 2)
     eye = torch.eye(K, dtype=dtype, device=device)
     return (K / (K - 1)) * (eye - 1.0 / K)
 
@@ -155,7 +149,7 @@ def orthogonal_frame(
     """K orthonormal vectors in R^d, one per row (K x d), rotated by a random orthogonal matrix
     from ``seed`` if given.  This is P^T of REFERENCE.md section 1 (``P^T P = I``); the optimal
     classifier of the bias-free MSE UFM is a scaled orthogonal frame (Zhou et al. 2022)."""
-    K = _check_int("K", K, 1)
+    K = check_int("K", K, 1)
     if d is None:
         d = K
     if isinstance(d, bool) or not isinstance(d, int) or d < K:
@@ -202,8 +196,8 @@ def frame_potential_bound(n: int, d: int) -> float:
 
     ``n^2/d`` is the Benedetto–Fickus bound (attained by tight frames, n >= d); for n < d the bound
     ``n`` is attained by orthonormal vectors."""
-    n = _check_int("n", n, 1)
-    d = _check_int("d", d, 1)
+    n = check_int("n", n, 1)
+    d = check_int("d", d, 1)
     return max(float(n), n * n / d)
 
 
@@ -235,8 +229,8 @@ def welch_bound(n: int, d: int) -> float:
     """Welch bound: ``max_{i != j} |<x_i, x_j>| >= sqrt((n-d)/(d(n-1)))`` for n unit vectors in R^d
     (0 when n <= d, where orthonormal vectors exist).  Equality holds for equiangular tight frames;
     the simplex ETF (n = d+1) attains it with 1/d = 1/(n-1)."""
-    n = _check_int("n", n, 2)
-    d = _check_int("d", d, 1)
+    n = check_int("n", n, 2)
+    d = check_int("d", d, 1)
     if n <= d:
         return 0.0
     return math.sqrt((n - d) / (d * (n - 1)))

@@ -9,23 +9,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from nclab.cli.console import console, err_console, fail
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
 
 
 class Empty(str, Enum):
     raise_ = "raise"
     drop = "drop"
-
-
-def fail(message: str) -> None:
-    """Print a one-line error (no traceback) and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def metrics_table(values: dict, title: str) -> Table:

@@ -14,16 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from nclab.cli.console import fail
+
 from nclab.nets.config import TrainConfig
 from nclab.nets.train import train
 
 #: The defaults of the options are TrainConfig's, so Python and the command line cannot drift apart.
 _D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-
-def _fail(err: Exception) -> typer.Exit:
-    typer.echo(f"Error: {err}", err=True)
-    return typer.Exit(2)
 
 
 def short_record(record: dict) -> str:
@@ -151,7 +148,7 @@ def train_command(
     try:
         summary = train(config, **(bar.callbacks() if progress else {}))
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        fail(str(err))
     finally:
         bar.close()
     final = summary["final"]
@@ -174,7 +171,7 @@ def plot_command(
     try:
         path = plot_runs(runs, out, title=title)
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        fail(str(err))
     typer.echo(f"wrote {path}")
 
 
@@ -211,7 +208,7 @@ def reproduce_heads_command(
                                  on_message=lambda text: console.print(text, markup=False, highlight=False),
                                  **(bar.callbacks() if progress else {}))
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        fail(str(err))
     finally:
         bar.close()
     from nclab.cli.plots import plot_runs

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from nclab.cli.console import console, err_console, fail, warn
 from rich.table import Table
 
 from nclab.ufm.problems import DEFAULTS, LOSSES
 
-console = Console()
-err_console = Console(stderr=True)
 
 ufm_app = typer.Typer(
     name="ufm",
@@ -93,12 +92,6 @@ def _help(text: str, option: str) -> str:
 _SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")
 _SPHERE_METRICS = ("frame_potential", "frame_potential_bound", "frame_potential_excess", "welch_bound",
                    "max_coherence", "etf_gram_error")
-
-
-def fail(message: str) -> None:
-    """Print a one-line error (no traceback) and exit with status 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def problem_options(loss: str, given: dict) -> dict:
@@ -241,7 +234,7 @@ def solve_command(
         plot_result(result, plot)
         console.print(f"wrote {plot}")
     for message in result["warnings"]:
-        err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        warn(message)
     if result["status"] not in ("optimal", "converged"):
         raise typer.Exit(code=1)
 

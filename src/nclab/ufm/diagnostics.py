@@ -42,6 +42,8 @@ import math
 import numpy as np
 import torch
 
+from nclab._validation import check_choice, check_int
+
 __all__ = [
     "check_gradient",
     "check_hessian",
@@ -342,12 +344,9 @@ def hessian_extreme_eigs(
     k : number of eigenvalues; which : "SA" or "LA"; deflate : remove the symmetry orbit;
     method : "auto" | "dense" | "lanczos"; tol : eigsh tolerance; seed : Lanczos start vector.
     """
-    if which not in ("SA", "LA"):
-        raise ValueError(f"which must be 'SA' (smallest) or 'LA' (largest), got {which!r}")
-    if method not in ("auto", "dense", "lanczos"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    check_choice("which", which, ("SA", "LA"))
+    check_choice("method", method, ("auto", "dense", "lanczos"))
+    k = check_int("k", k, minimum=1)
     op = _TangentOperator(problem, x, deflate)
     if method == "dense" or (method == "auto" and op.n <= dense_max):
         ev = np.linalg.eigvalsh(_dense_reduced(op))

@@ -21,9 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from nclab.geometry import etf_gram_error, frame_potential_excess
+from nclab._validation import check_int, check_real, check_seed
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
 from nclab.ufm.optim import SOLVERS, get_solver
@@ -126,19 +124,14 @@ def run_solver(
     ``step="fixed", lr=10`` for RGD)."""
     fn = get_solver(solver) if isinstance(solver, str) else solver
     name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_seed(seed)
     if "tol" in solver_options:
         raise ValueError("tol is now called gtol (the relative gradient tolerance, as in the solvers and the CLI's --gtol)")
     opts = dict(solver_options)
     if gtol is not None:
-        if isinstance(gtol, bool) or not isinstance(gtol, (int, float)) or not gtol >= 0:
-            raise ValueError(f"gtol must be a number >= 0, got {gtol!r}")
-        opts["gtol"] = float(gtol)
+        opts["gtol"] = check_real("gtol", gtol, nonnegative=True)
     if max_iter is not None:
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-            raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
-        opts["max_iter"] = max_iter
+        opts["max_iter"] = check_int("max_iter", max_iter, minimum=0)
     opts["metrics_every"] = metrics_every
     if callback is not None:
         opts["callback"] = callback
