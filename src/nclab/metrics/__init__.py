@@ -19,12 +19,12 @@ Arrays are validated once where they enter, by :mod:`nclab._validation` (``check
 Example
 -------
 >>> import torch
->>> from nclab.metrics import NCStats
->>> h = torch.randn(600, 16); y = torch.arange(600) % 3
->>> stats = NCStats(num_classes=3)
->>> for hb, yb in zip(h.split(128), y.split(128)):
-...     _ = stats.update(hb, yb)
->>> stats.compute().nc1 > 0
+>>> from nclab.geometry import simplex_etf
+>>> from nclab.metrics import compute_metrics
+>>> M = simplex_etf(3, 8, seed=0)
+>>> y = torch.arange(300) % 3
+>>> res = compute_metrics(M[y] + 1e-3 * torch.randn(300, 8, dtype=M.dtype), y, classifier=M)
+>>> res.nc1 < 1e-4 and res.nc4 == 0.0
 True
 """
 
