@@ -10,5 +10,7 @@ from nclab.ufm.landscape.certificate import (
     criticality_identities,
     negative_direction,
 )
+from nclab.ufm.landscape.points import find_critical_point, lowdim_point, origin, random_point, relative_grad_norm
 
-__all__ = ["Certificate", "NullDirection", "certificate", "criticality_identities", "negative_direction"]
+__all__ = ["origin", "lowdim_point", "find_critical_point", "random_point", "relative_grad_norm",
+           "Certificate", "NullDirection", "certificate", "criticality_identities", "negative_direction"]
