@@ -55,10 +55,10 @@ def _fmt(v, spec: str = ".3e") -> str:
 def classification_table(data: dict) -> Table:
     """A two-column table (fits 80 columns) of a classification's JSON (see classify_command)."""
     p = data["problem"]
-    title = "landscape " + p["loss"] + ": " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "loss")
+    title = "landscape " + p["loss"] + ": " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "loss" and v is not None)
     table = Table(title=title, title_justify="left")
     table.add_column("quantity", max_width=26)
-    table.add_column("value", justify="right", max_width=48, overflow="fold")
+    table.add_column("value", max_width=50, overflow="fold")
     cert = data.get("certificate") or {}
     point = data["point"]
     rows = [
@@ -70,7 +70,7 @@ def classification_table(data: dict) -> Table:
         ("relative gap", _fmt(data.get("relative_gap"))),
         ("|grad f|", _fmt(data.get("grad_norm"))),
         ("  threshold", _fmt(data.get("grad_threshold"))),
-        ("lambda_min" + (" (orbit deflated)" if data.get("deflated") else ""), _fmt(data.get("lambda_min"))),
+        ("lambda_min" + (" (deflated)" if data.get("deflated") else ""), _fmt(data.get("lambda_min"))),
         ("  threshold", _fmt(data.get("eig_threshold"))),
     ]
     if cert.get("applicable"):
@@ -81,10 +81,17 @@ def classification_table(data: dict) -> Table:
             ("  holds (global)", _fmt(cert.get("holds"))),
         ]
     else:
-        rows.append(("certificate", "not applicable" + (f": {cert['reason']}" if cert.get("reason") else "")))
+        why = data.get("certificate_not_applicable")
+        rows.append(("certificate", "not applicable" + (f": {why}" if why else "")))
+    nd = data.get("direction_curvature") or {}
+    if nd:
+        rows.append(("null direction: curvature", f"{_fmt(nd.get('measured_curvature'))} "
+                                                  f"(predicted {_fmt(nd.get('predicted_curvature'))})"))
+    dec = data.get("decrease") or {}
+    if dec:
+        rows.append(("f along the eigenvector", f"{_fmt(dec.get('observed'))} (predicted {_fmt(dec.get('predicted'))}, "
+                                                f"t={_fmt(dec.get('t'), '.1e')})"))
     rows += [
-        ("null-direction curvature", _fmt(data.get("direction_curvature"))),
-        ("decrease along it", _fmt(data.get("decrease"))),
         ("Hessian-vector products", _fmt(data.get("hvps"))),
         ("seconds", _fmt(data.get("seconds"), ".3f")),
     ]
@@ -121,6 +128,10 @@ def classify_command(
     except ValueError as err:
         fail(str(err))
     data = {**c.as_dict(), "problem": problem.describe(), "point": info}
+    if data["certificate"] is None:
+        from nclab.ufm.landscape import certificate
+
+        data["certificate_not_applicable"] = certificate(problem, x).reason
     console.print(classification_table(data))
     if json_out is not None:
         write_json_atomic(json_out, data)

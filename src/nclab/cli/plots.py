@@ -217,19 +217,27 @@ def plot_starts(survey: dict, out) -> Path:
     width = 0.8 / max(len(solvers), 1)
     by = {(r["config"], r["d"], r["solver"]): r for r in summary}
     for j, name in enumerate(solvers):
-        xs, ys = [], []
+        xs, ys, inc = [], [], []
         for i, (config, d) in enumerate(groups):
             r = by.get((config, d, name))
             if r is not None:
                 xs.append(i + (j - (len(solvers) - 1) / 2) * width)
                 ys.append(r["fraction_global"])
+                inc.append(r["kinds"].get("inconclusive", 0) / r["runs"])
         ax0.bar(xs, ys, width=width, color=f"C{j}", label=name)
+        ax0.bar(xs, inc, width=width, bottom=ys, color="none", edgecolor=f"C{j}", hatch="///", lw=0.5)
+    from matplotlib.patches import Patch
+
+    handles, names = ax0.get_legend_handles_labels()
+    handles.append(Patch(facecolor="none", edgecolor="k", hatch="///"))
+    names.append("inconclusive")
     ax0.set_xticks(range(len(groups)), [f"{c}\nd={d}" for c, d in groups], fontsize=7, rotation=90)
     ax0.set_ylim(0, 1.05)
     ax0.set_xlabel("problem and feature dimension d")
     ax0.set_ylabel("fraction of starts at the certified global minimum")
-    ax0.set_title(f"random starts (K={s['K']}, n={s['n']}, {s['seeds']} seeds per setting)", fontsize=10)
-    ax0.legend(fontsize=8, ncols=len(solvers), loc="lower center")
+    ax0.set_title(f"random starts (K={s['K']}, n={s['n']}, {s['seeds']} seeds per setting; "
+                  f"gd capped at {s['gd_max_iter']} it)", fontsize=10)
+    ax0.legend(handles, names, fontsize=7, ncols=len(solvers) + 1, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
     configs = list(dict.fromkeys(r["config"] for r in survey["starts"]["runs"]))
     for r in survey["starts"]["runs"]:
         j = solvers.index(r["solver"]) if r["solver"] in solvers else 0
@@ -259,24 +267,29 @@ def plot_catalogue(survey: dict, out) -> Path:
     cat = survey["catalogue"]
     fig, (ax0, ax1) = _figure(2)
     seen = set()
-    lam_abs, gap_abs = [], []
+    lams = []
+    gap_floor = 1e-16
     for p in cat["points"]:
         lam, gap = p["lambda_min"], p["relative_gap"]
         if lam is None or gap is None:
             continue
-        lam_abs.append(abs(lam))
-        gap_abs.append(abs(gap))
+        lams.append(abs(lam))
         marker = {"origin": "s", "lowdim": "o", "found": "^"}.get(p["point"], "o")
-        ax0.plot([lam], [gap], marker, color=KIND_COLORS.get(p["kind"], "k"), ms=5, alpha=0.75,
+        ax0.plot([lam], [max(gap, gap_floor)], marker, color=KIND_COLORS.get(p["kind"], "k"), ms=5, alpha=0.75,
                  label=None if (p["kind"], p["point"]) in seen else f"{p['kind']} ({p['point']})")
         seen.add((p["kind"], p["point"]))
-    small = [v for v in lam_abs if v > 0]
-    ax0.set_xscale("symlog", linthresh=min(small) if small else 1e-8)
-    small = [v for v in gap_abs if v > 0]
-    ax0.set_yscale("symlog", linthresh=min(small) if small else 1e-12)
+    # symlog: linear within the smallest eigenvalue scale that matters, ticks every other decade
+    top = math.ceil(math.log10(max(lams))) if lams and max(lams) > 0 else 0
+    lin = 10.0 ** (top - 6)
+    ax0.set_xscale("symlog", linthresh=lin)
+    decades = [10.0 ** e for e in range(top - 6, top + 1, 2)]
+    ax0.set_xticks([-v for v in reversed(decades)] + [0.0] + decades)
+    ax0.tick_params(axis="x", labelsize=7)
+    ax0.set_yscale("log")
+    ax0.axhline(gap_floor, color="k", lw=0.4, ls=":")
     ax0.axvline(0.0, color="k", lw=0.6)
     ax0.set_xlabel(r"$\lambda_{\min}$ of the Hessian (symmetry orbit deflated)")
-    ax0.set_ylabel(r"relative objective gap $(f - f^*)/|f^*|$")
+    ax0.set_ylabel(r"relative objective gap $(f - f^*)/|f^*|$ (floor $10^{-16}$)")
     ax0.set_title("critical points by kind", fontsize=10)
     ax0.legend(fontsize=7)
     ax0.grid(True, which="major", alpha=0.3)
