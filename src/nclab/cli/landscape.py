@@ -205,6 +205,26 @@ def gu_shen_table(survey: dict) -> Table:
     return table
 
 
+def undecided_notes(survey: dict) -> list[str]:
+    """One sentence per (problem, d) whose uncapped runs did not all end at a certified global
+    minimiser: how many, their kinds, and the first such run's reason (shortened)."""
+    capped = set(survey["settings"].get("capped_solvers", ("gd",)))
+    groups: dict[tuple, list[dict]] = {}
+    for r in survey["starts"]["runs"]:
+        if r["solver"] not in capped and r["kind"] != "global_minimiser":
+            groups.setdefault((r["config"], r["d"]), []).append(r)
+    notes = []
+    for (config, d), rs in groups.items():
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted({k: sum(r["kind"] == k for r in rs) for k in
+                                                          {r["kind"] for r in rs}}.items()))
+        gap = max(abs(r["relative_gap"]) for r in rs if r["relative_gap"] is not None) if any(
+            r["relative_gap"] is not None for r in rs) else None
+        reason = (rs[0].get("reason") or "")[:160]
+        notes.append(f"{config} d={d}: {len(rs)} uncapped end point(s) not certified global ({kinds}; "
+                     f"largest |relative gap| {_fmt(gap, '.1e')}): {reason}")
+    return notes
+
+
 def survey_command(
     out: Path = typer.Option(..., "--out", help="folder for survey.json, starts.png and catalogue.png"),
     quick: bool = typer.Option(False, "--quick", help="K = 3, one weight decay and temperature, 2 starts (seconds)"),
@@ -242,6 +262,8 @@ def survey_command(
     console.print(gu_shen_table(survey))
     console.print(f"wrote {out / 'survey.json'}, {out / 'starts.png'}, {out / 'catalogue.png'} "
                   f"({survey['seconds']:.1f} s)")
+    for line in undecided_notes(survey):
+        warn(line)
     capped = [r for r in survey["starts"]["summary"] if r["capped"]]
     if capped:
         n = sum(r["capped"] for r in capped)
