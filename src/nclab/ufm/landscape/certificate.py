@@ -23,7 +23,7 @@ with equality for balanced factors, so the factorised problem is bounded below b
     min_{Z, b} L(Z + 1 b^T) + sqrt(lw lh) |Z|_* (+ lb/2 |b|^2),
 
 and attains it when d is at least the rank of the convex minimiser (K-1 for CE; for MSE the rank
-of its closed form, K-1 with a free bias, K without).  A critical point (balanced by (1)) is
+of its closed form, K-1 with a free bias, K without; 0 when K beta >= 1 and W = H = 0 is optimal).  A critical point (balanced by (1)) is
 optimal for the convex problem iff ``-G`` is a subgradient of ``sqrt(lw lh) |.|_*`` at Z, which
 given (1) reduces to ``sigma_1(G) <= sqrt(lw lh)``.  So a critical point is a global minimiser iff
 the certificate holds (sigma_1(G) = sqrt(lw lh) exactly at a collapsed optimum, whose W spans the
@@ -125,11 +125,20 @@ def _norm(x) -> float:
 
 def _required_rank(problem) -> int:
     """The rank of the convex relaxation's minimiser: d must reach it for the certificate to be an
-    equivalence (K-1 for CE, Zhu et al.; MSE: its closed form's rank, K without a closed form)."""
-    if isinstance(problem, _CELoss):
-        return problem.K - 1
-    cf = getattr(problem, "closed_form", None)
-    return problem.K if cf is None else int(cf[3])
+    equivalence.  0 when W = H = 0 is the minimiser (balanced, K beta >= 1: CE by Zhu et al., MSE by
+    its closed form); otherwise K-1 for CE (Zhu et al.); for MSE K-1 with a free bias, K without one,
+    and with lb > 0 (K-1) + [K beta < lb/(1+lb)] (:class:`~nclab.ufm.problems.MSEProblem`'s closed
+    form, independent of d)."""
+    K, beta = problem.K, problem.beta
+    if beta is not None and K * beta >= 1:
+        return 0
+    if isinstance(problem, _CELoss) or beta is None:
+        return K - 1
+    if not problem.has_bias:
+        return K
+    if problem.lb == 0:
+        return K - 1
+    return K - 1 + int(K * beta < problem.lb / (1 + problem.lb))
 
 
 def certificate(problem, x) -> Certificate:
