@@ -167,10 +167,11 @@ def starts_table(survey: dict) -> Table:
                 cells.append("—")
                 continue
             style = "" if r["global"] == r["runs"] else "[yellow]"
-            mark = f" ({r['capped']} cap)" if r["capped"] else ""
+            mark = "*" if r["capped"] else ""
             cells.append(f"{style}{r['global']}/{r['runs']} {int(r['median_iterations'])}it{mark}")
         table.add_row(config, str(d), *cells)
-    table.caption = "cell: runs whose end point is a certified global minimiser / runs, median iterations"
+    table.caption = ("cell: end points certified global / runs, median iterations; "
+                     "* stopped on the iteration cap")
     return table
 
 
