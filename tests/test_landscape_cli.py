@@ -183,3 +183,14 @@ def test_make_point_describes_how_the_point_was_made():
     assert float(x[0].abs().max()) == 0.0 and info == {"spec": "origin", "kind": "origin", "seed": 0}
     with pytest.raises(ValueError, match="seed"):
         make_point(p, "random", seed=-1)
+
+
+def test_doctests_of_the_point_modules():
+    import doctest
+
+    import nclab.ufm.landscape.spec
+    import nclab.ufm.pointfile
+
+    for mod in (nclab.ufm.pointfile, nclab.ufm.landscape.spec):
+        res = doctest.testmod(mod)
+        assert res.failed == 0, mod.__name__

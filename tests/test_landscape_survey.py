@@ -159,3 +159,12 @@ def test_survey_out_must_be_a_folder(tmp_path):
     f.write_text("x")
     res = runner.invoke(app, ["landscape", "survey", "--quick", "--out", str(f)])
     assert res.exit_code == 2 and "Traceback" not in res.output and "must be a folder" in res.output
+
+
+def test_doctests_of_the_survey_module():
+    import doctest
+
+    import nclab.ufm.landscape.survey
+
+    res = doctest.testmod(nclab.ufm.landscape.survey)
+    assert res.failed == 0 and res.attempted > 0

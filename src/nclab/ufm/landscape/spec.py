@@ -16,6 +16,12 @@ spec           the point
 
 :func:`make_point` returns the point and a JSON-ready description of how it was made.  Bad specs
 raise ValueError with one line that says what is allowed.
+
+>>> from nclab.ufm.problems import make_problem
+>>> p = make_problem("ce", K=3, n=2, d=3)
+>>> x, info = make_point(p, "lowdim:1")
+>>> info["d_low"], float(x[0][:, 1:].abs().max())
+(1, 0.0)
 """
 
 from __future__ import annotations

@@ -23,10 +23,11 @@ Settings are plain dicts (:data:`QUICK`, :data:`DEFAULT`; :func:`survey_settings
 
 Example
 -------
->>> from nclab.ufm.landscape.survey import survey_settings, run_survey
->>> s = survey_settings(quick=True)
->>> s["K"], s["dims"]
-(3, ['K-1', 'K', '2K'])
+>>> from nclab.ufm.landscape.survey import survey_settings, critical_point_catalogue
+>>> s = survey_settings(quick=True, configs=["ce"], dims=["K"], catalogue_starts=0)
+>>> cat = critical_point_catalogue(s)
+>>> [(p["label"], p["kind"]) for p in cat["points"]]
+[('origin', 'strict_saddle'), ('lowdim:1', 'strict_saddle'), ('lowdim:2', 'global_minimiser')]
 """
 
 from __future__ import annotations
