@@ -112,3 +112,10 @@ def test_null_direction_at_the_origin_is_the_zero_point_eigenvalue_when_lw_equal
     ref = p.zero_point_min_eig()  # REFERENCE.md: (lw+lh)/2 - sqrt(((lw-lh)/2)^2 + sigma^2)
     assert nd.predicted_curvature == pytest.approx(ref, rel=1e-12)
     assert nd.measured_curvature == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_far_from_critical_point_does_not_widen_the_tolerance():
+    p = CEProblem(K=4, n=3, d=4, lw=5e-3, lh=1e-2)
+    c = certificate(p, p.random_start(0))
+    assert c.applicable and c.tol <= 1e-6 + 1e-12
+    assert max(c.u, key=abs) > 0  # the documented sign

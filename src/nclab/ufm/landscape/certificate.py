@@ -70,6 +70,11 @@ _EPS = float(torch.finfo(torch.float64).eps)
 RANK_RTOL = 1e-8
 
 
+#: The largest relative gradient that widens the certificate's tolerance (= the classifier's
+#: default criticality tolerance: a point beyond it is not critical and the test means nothing).
+REL_GRAD_CAP = 1e-6
+
+
 @dataclass(frozen=True)
 class Certificate:
     """Zhu et al.'s Lemma C.4 test at a point (see the module docstring).
@@ -77,7 +82,8 @@ class Certificate:
     ``applicable`` says whether the test decides global optimality for this problem (``reason``
     says why not); ``sigma_1`` = sigma_1(grad_Z L), ``threshold`` = sqrt(lw lh), ``ratio`` =
     sigma_1 / threshold, ``tol`` the allowance for rounding and for an inexact critical point,
-    ``holds`` = ratio <= 1 + tol; ``u`` (K) and ``v`` (N) the top singular pair,
+    ``holds`` = ratio <= 1 + tol; ``u`` (K) and ``v`` (N) the top singular pair (sign: u's
+    largest entry positive),
     ``G ~ sigma_1 v u^T`` in nclab's N x K orientation (``G^T ~ sigma_1 u v^T`` in REFERENCE.md's)."""
 
     applicable: bool
@@ -149,9 +155,10 @@ def certificate(problem, x) -> Certificate:
     convex minimiser (K-1 for CE); not applicable (``reason`` says why) to the normalized and
     sphere problems, whose constraints have no nuclear-norm relaxation, or for smaller d, where a
     failing certificate does not mean a non-global point.  The test is meaningful at critical
-    points only; ``tol`` = 1e2 eps sqrt(K) + |grad f| max(|x|, 1)/|f| allows for the rounding of
-    G and its SVD and for the first-order error of an inexact critical point (the relative
-    gradient, the solvers' measure).
+    points only; ``tol`` = 1e2 eps sqrt(K) + min(|grad f| max(|x|, 1)/|f|, 1e-6) allows for the
+    rounding of G and its SVD and for the first-order error of an inexact critical point (the
+    relative gradient, the solvers' measure; capped at :data:`REL_GRAD_CAP`, the classifier's
+    criticality tolerance, so that a far-from-critical point does not pass on a loose tolerance).
 
     >>> from nclab.ufm.problems import make_problem
     >>> p = make_problem("ce", K=4, n=5, d=4, lw=5e-3, lh=5e-3)
@@ -171,13 +178,13 @@ def certificate(problem, x) -> Certificate:
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)  # G = U diag(S) Vh: v = U[:, 0] (N), u = Vh[0] (K)
     sigma = float(S[0])
     v, u = U[:, 0], Vh[0]
-    if float(u.sum()) < 0:  # a deterministic sign
+    if float(u[int(u.abs().argmax())]) < 0:  # the sign: u's largest entry is positive
         u, v = -u, -v
     thr = math.sqrt(problem.lw * problem.lh)
     g = problem.rgrad(x)
     f = abs(float(state["cost"]))
     rel_grad = _norm(g) * max(_norm(x), 1.0) / max(f, 1e-300)
-    tol = 1e2 * _EPS * math.sqrt(problem.K) + rel_grad
+    tol = 1e2 * _EPS * math.sqrt(problem.K) + min(rel_grad, REL_GRAD_CAP)
     ratio = sigma / thr
     return Certificate(True, "Zhu et al. 2021, Lemma C.4: a critical point is global iff sigma_1(grad_Z L) <= sqrt(lw lh)",
                        sigma, thr, ratio, tol, bool(ratio <= 1 + tol), tuple(u.tolist()), tuple(v.tolist()))
