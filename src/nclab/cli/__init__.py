@@ -3,6 +3,7 @@
 Each sub-module registers its own commands, so the command groups stay independent:
   metrics  `nclab metrics`, `nclab demo`, `nclab bench`
   ufm      `nclab ufm solve` (and the UFM part of the demo)
+  landscape  `nclab landscape classify`, `nclab landscape survey`
   nets     `nclab train`, `nclab plot`, `nclab reproduce heads`
 """
 
@@ -22,10 +23,12 @@ app = typer.Typer(
 def _register() -> None:
     from nclab.cli import metrics as metrics_cli
     from nclab.cli import nets as nets_cli
+    from nclab.cli import landscape as landscape_cli
     from nclab.cli import ufm as ufm_cli
 
     metrics_cli.register(app)
     ufm_cli.register(app)
+    landscape_cli.register(app)
     nets_cli.register(app)
 
 

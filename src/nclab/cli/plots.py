@@ -3,6 +3,11 @@ matplotlib).
 
 * :func:`plot_result` -- a UFM solve (:func:`nclab.ufm.run.solve`): objective gap and nc1 (or the
   sphere's frame-potential excess) against iterations, log axes.
+* :func:`plot_starts` / :func:`plot_catalogue` -- the landscape survey
+  (:func:`nclab.ufm.landscape.survey.run_survey`): the fraction of random starts that reach the
+  certified global minimum and their iterations, per solver; the critical points' objective gap
+  against the smallest (orbit-deflated) Hessian eigenvalue, coloured by kind, and the Hessian
+  spectrum of a strict saddle beside a global minimiser's.
 * :func:`plot_runs` -- Papyan-style figures of neural collapse during training, several runs
   overlaid: one panel per quantity against the epoch (Papyan, Han & Donoho 2020, figures 2-7):
   train/test accuracy, training loss, nc1 = Tr(Sigma_W Sigma_B^+)/K (log axis), equinorm of the
@@ -22,7 +27,7 @@ from pathlib import Path
 from nclab.nets.rundir import CONFIG, read_log
 from nclab.ufm.run import gap_history
 
-__all__ = ["plot_result", "plot_runs", "run_label", "PANELS"]
+__all__ = ["plot_result", "plot_runs", "plot_starts", "plot_catalogue", "run_label", "PANELS"]
 
 
 def _metric_history(result: dict, name: str) -> tuple[list[int], list[float]]:
@@ -169,3 +174,138 @@ def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 1
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the landscape survey
+# ------------------------------------------------------------------------------------------------
+#: Colours of the kinds of critical points (nclab.ufm.landscape.KINDS).
+KIND_COLORS = {
+    "global_minimiser": "C2",
+    "strict_saddle": "C3",
+    "local_non_global_minimiser": "C1",
+    "not_critical": "C7",
+    "inconclusive": "C4",
+}
+
+
+def _figure(ncols: int, width: float = 6.0, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False).ravel()
+
+
+def _save(fig, out, dpi: int = 120) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+def plot_starts(survey: dict, out) -> Path:
+    """(a) of the survey: left, the fraction of random starts whose end point is a certified
+    global minimiser, per problem and d, one bar per solver; right, the iterations of every run
+    per solver (log axis; a capped gradient-descent run is an open marker)."""
+    s = survey["settings"]
+    solvers = s["solvers"]
+    summary = survey["starts"]["summary"]
+    groups = list(dict.fromkeys((r["config"], r["d"]) for r in summary))
+    fig, (ax0, ax1) = _figure(2, width=7.0)
+    width = 0.8 / max(len(solvers), 1)
+    by = {(r["config"], r["d"], r["solver"]): r for r in summary}
+    for j, name in enumerate(solvers):
+        xs, ys, inc = [], [], []
+        for i, (config, d) in enumerate(groups):
+            r = by.get((config, d, name))
+            if r is not None:
+                xs.append(i + (j - (len(solvers) - 1) / 2) * width)
+                ys.append(r["fraction_global"])
+                inc.append(r["kinds"].get("inconclusive", 0) / r["runs"])
+        ax0.bar(xs, ys, width=width, color=f"C{j}", label=name)
+        ax0.bar(xs, inc, width=width, bottom=ys, color="none", edgecolor=f"C{j}", hatch="///", lw=0.5)
+    from matplotlib.patches import Patch
+
+    handles, names = ax0.get_legend_handles_labels()
+    handles.append(Patch(facecolor="none", edgecolor="k", hatch="///"))
+    names.append("inconclusive")
+    ax0.set_xticks(range(len(groups)), [f"{c}\nd={d}" for c, d in groups], fontsize=7, rotation=90)
+    ax0.set_ylim(0, 1.05)
+    ax0.set_xlabel("problem and feature dimension d")
+    ax0.set_ylabel("fraction of starts at the certified global minimum")
+    ax0.set_title(f"random starts (K={s['K']}, n={s['n']}, {s['seeds']} seeds per setting; "
+                  f"gd capped at {s['gd_max_iter']} it)", fontsize=10)
+    ax0.legend(handles, names, fontsize=7, ncols=len(solvers) + 1, loc="lower center", bbox_to_anchor=(0.5, 1.06), frameon=False)
+    configs = list(dict.fromkeys(r["config"] for r in survey["starts"]["runs"]))
+    for r in survey["starts"]["runs"]:
+        j = solvers.index(r["solver"]) if r["solver"] in solvers else 0
+        k = configs.index(r["config"])
+        x = j + (k - (len(configs) - 1) / 2) * 0.15
+        capped = r["stop_reason"] == "max_iter"
+        ax1.plot([x], [max(r["iterations"], 1)], "o", ms=4, color=f"C{k}",
+                 mfc="none" if capped else f"C{k}", alpha=0.7)
+    for k, c in enumerate(configs):
+        ax1.plot([], [], "o", color=f"C{k}", label=c)
+    ax1.plot([], [], "o", color="k", mfc="none", label=f"capped ({s['gd_max_iter']} it)")
+    ax1.set_yscale("log")
+    ax1.set_xticks(range(len(solvers)), solvers)
+    ax1.set_xlabel("solver")
+    ax1.set_ylabel("iterations")
+    ax1.set_title("iterations to convergence (or to the cap)", fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(True, which="major", alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_catalogue(survey: dict, out) -> Path:
+    """(b) of the survey: left, every catalogued point's relative objective gap (f - f*)/|f*|
+    against the smallest eigenvalue of its Hessian (orbit deflated), coloured by kind (symlog
+    axes: a strict saddle sits left of 0, a minimiser at lambda_min >= 0 and gap 0); right, the
+    full Hessian spectrum of a strict saddle next to a global minimiser's (dense, small problem)."""
+    cat = survey["catalogue"]
+    fig, (ax0, ax1) = _figure(2)
+    seen = set()
+    lams = []
+    gap_floor = 1e-16
+    for p in cat["points"]:
+        lam, gap = p["lambda_min"], p["relative_gap"]
+        if lam is None or gap is None:
+            continue
+        lams.append(abs(lam))
+        marker = {"origin": "s", "lowdim": "o", "found": "^"}.get(p["point"], "o")
+        ax0.plot([lam], [max(gap, gap_floor)], marker, color=KIND_COLORS.get(p["kind"], "k"), ms=5, alpha=0.75,
+                 label=None if (p["kind"], p["point"]) in seen else f"{p['kind']} ({p['point']})")
+        seen.add((p["kind"], p["point"]))
+    # symlog: linear within the smallest eigenvalue scale that matters, ticks every other decade
+    top = math.ceil(math.log10(max(lams))) if lams and max(lams) > 0 else 0
+    lin = 10.0 ** (top - 6)
+    ax0.set_xscale("symlog", linthresh=lin)
+    decades = [10.0 ** e for e in range(top - 6, top + 1, 2)]
+    ax0.set_xticks([-v for v in reversed(decades)] + [0.0] + decades)
+    ax0.tick_params(axis="x", labelsize=7)
+    ax0.set_yscale("log")
+    ax0.axhline(gap_floor, color="k", lw=0.4, ls=":")
+    ax0.axvline(0.0, color="k", lw=0.6)
+    ax0.set_xlabel(r"$\lambda_{\min}$ of the Hessian (symmetry orbit deflated)")
+    ax0.set_ylabel(r"relative objective gap $(f - f^*)/|f^*|$ (floor $10^{-16}$)")
+    ax0.set_title("critical points by kind", fontsize=10)
+    ax0.legend(fontsize=7)
+    ax0.grid(True, which="major", alpha=0.3)
+    sp = cat["spectra"]
+    for name, color in (("saddle", "C3"), ("minimiser", "C2")):
+        ev = sp[name]["eigenvalues"]
+        ax1.plot(range(1, len(ev) + 1), ev, "o", ms=3, color=color,
+                 label=f"{sp[name]['point']}: {sp[name]['kind']}")
+    ev_all = [abs(v) for name in ("saddle", "minimiser") for v in sp[name]["eigenvalues"] if v != 0]
+    ax1.set_yscale("symlog", linthresh=max(min(ev_all), 1e-12) if ev_all else 1e-8)
+    ax1.axhline(0.0, color="k", lw=0.6)
+    prob = sp["problem"]
+    ax1.set_title("Hessian spectrum, " + ", ".join(f"{k}={v}" for k, v in prob.items() if k in ("loss", "K", "n", "d")),
+                  fontsize=10)
+    ax1.set_xlabel("eigenvalue index (ascending; orbit deflated)")
+    ax1.set_ylabel("Hessian eigenvalue")
+    ax1.legend(fontsize=8)
+    ax1.grid(True, which="major", alpha=0.3)
+    return _save(fig, out)

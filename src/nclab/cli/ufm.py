@@ -9,6 +9,7 @@ prints a warning line on stderr, says so in the table and the JSON (``converged`
 
     nclab ufm solve --loss ce --classes 10 --per-class 100 --dim 64 --lambda-w 5e-4 --lambda-h 5e-4
     nclab ufm solve --loss sphere --points 20 --dim 3 --tau 5 --solver rtr --plot sphere.png
+    nclab ufm solve --loss ce --dim 4 --save-point x.npz    # then: nclab landscape classify --point x.npz
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ class SolverName(str, Enum):
     rtr = "rtr"
 
 
-#: The command line's name for each problem option: parameter -> (flag, make_problem option).
-#: Which loss takes an option, and its default, is nclab.ufm.problems.DEFAULTS' to say.
-_FLAGS = {
-    "classes": ("--classes", "K"),
-    "per_class": ("--per-class", "n"),
-    "points": ("--points", "n_points"),
-    "dim": ("--dim", "d"),
-    "lambda_w": ("--lambda-w", "lw"),
-    "lambda_h": ("--lambda-h", "lh"),
-    "lambda_b": ("--lambda-b", "lb"),
-    "bias": ("--bias/--no-bias", "bias"),
-    "tau": ("--tau", "tau"),
+#: The command line's problem options: parameter -> (flag, make_problem option, type, help).
+#: Which loss takes an option, and its default, is nclab.ufm.problems.DEFAULTS' to say.  Every
+#: command that builds a problem takes them through :func:`problem_command`.
+_OPTIONS = {
+    "classes": ("--classes", "K", int, "K, number of classes"),
+    "per_class": ("--per-class", "n", int, "n, samples per class"),
+    "points": ("--points", "n_points", int, "number of points n"),
+    "dim": ("--dim", "d", int, "d, feature dimension"),
+    "lambda_w": ("--lambda-w", "lw", float, "weight decay of W"),
+    "lambda_h": ("--lambda-h", "lh", float, "weight decay of H"),
+    "lambda_b": ("--lambda-b", "lb", float, "weight decay of b"),
+    "bias": ("--bias/--no-bias", "bias", bool, "learn a bias b"),
+    "tau": ("--tau", "tau", float, "temperature"),
 }
+_FLAGS = {key: (flag, name) for key, (flag, name, _, _) in _OPTIONS.items()}
 
 
 def losses_taking(option: str) -> tuple[str, ...]:
@@ -87,6 +90,42 @@ def _help(text: str, option: str) -> str:
         default = "default " + "; ".join(f"{v} for {', '.join(ls)}" for v, ls in by_value.items())
     scope = "" if len(losses) == len(DEFAULTS) else ", ".join(losses) + "; "
     return f"{text} ({scope}{default})"
+
+
+def problem_command(fn):
+    """Give the command ``fn`` the problem options (``--loss`` and :data:`_OPTIONS`, help texts
+    and defaults from DEFAULTS) in front of its own; ``fn`` receives them as one keyword
+    ``problem_args`` (``{"loss": str, "classes": int | None, ...}``) for :func:`build_problem`."""
+    import functools
+    import inspect
+
+    params = [inspect.Parameter("loss", inspect.Parameter.KEYWORD_ONLY, annotation=Loss,
+                                default=typer.Option(Loss(LOSSES[0]), "--loss", help=" | ".join(LOSSES)))]
+    for key, (flag, name, kind, text) in _OPTIONS.items():
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, flag, help=_help(text, name))))
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for p in inspect.signature(fn).parameters.values() if p.name != "problem_args"]
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        problem_args = {k: kwargs.pop(k) for k in ("loss", *_OPTIONS)}
+        return fn(problem_args=problem_args, **kwargs)
+
+    command.__signature__ = inspect.Signature(params + own)
+    del command.__wrapped__  # typer must see the new signature, not fn's
+    return command
+
+
+def build_problem(problem_args: dict):
+    """The problem of the options collected by :func:`problem_command` (ValueError naming a bad
+    option, or an option that does not apply to the loss)."""
+    from nclab.ufm.problems import make_problem
+
+    args = dict(problem_args)
+    loss = args.pop("loss")
+    loss = loss.value if isinstance(loss, Enum) else str(loss)
+    return make_problem(loss, **problem_options(loss, args))
 
 
 _SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")
@@ -152,16 +191,7 @@ def summary_table(result: dict) -> Table:
 
 
 def solve_command(
-    loss: Loss = typer.Option(Loss(LOSSES[0]), "--loss", help=" | ".join(LOSSES)),
-    classes: Optional[int] = typer.Option(None, "--classes", help=_help("K, number of classes", "K")),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help=_help("n, samples per class", "n")),
-    points: Optional[int] = typer.Option(None, "--points", help=_help("number of points n", "n_points")),
-    dim: Optional[int] = typer.Option(None, "--dim", help=_help("d, feature dimension", "d")),
-    lambda_w: Optional[float] = typer.Option(None, "--lambda-w", help=_help("weight decay of W", "lw")),
-    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help=_help("weight decay of H", "lh")),
-    lambda_b: Optional[float] = typer.Option(None, "--lambda-b", help=_help("weight decay of b", "lb")),
-    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias", help=_help("learn a bias b", "bias")),
-    tau: Optional[float] = typer.Option(None, "--tau", help=_help("temperature", "tau")),
+    problem_args: dict,
     solver: SolverName = typer.Option(SolverName.lbfgs, "--solver", help="lbfgs | gd | rgd | rcg | rtr"),
     seed: int = typer.Option(0, "--seed", help="seed of the random start"),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="iteration cap (default: the solver's)"),
@@ -173,19 +203,15 @@ def solve_command(
     metrics_every: int = typer.Option(10, "--metrics-every", help="NC metrics every k iterations (0: end only)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON here"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the figure (gap and nc1 / frame potential) here"),
+    save_point: Optional[Path] = typer.Option(
+        None, "--save-point", help="write the solution as .npz (W, H[, b]; X for sphere) for `nclab landscape classify --point`"),
 ) -> None:
     """Solve a UFM from a random start; print objective, closed-form optimum, gap, NC metrics and
     the minimiser's structure; optionally write JSON and a figure."""
-    from nclab.ufm.problems import make_problem
     from nclab.cli.plots import plot_result
     from nclab.ufm.run import run_solver, write_json
 
     try:
-        opts = problem_options(
-            loss.value,
-            dict(classes=classes, per_class=per_class, points=points, dim=dim, lambda_w=lambda_w,
-                 lambda_h=lambda_h, lambda_b=lambda_b, bias=bias, tau=tau),
-        )
         if seed < 0:
             raise ValueError(f"--seed must be >= 0, got {seed}")
         if max_iter is not None and max_iter < 0:
@@ -200,9 +226,12 @@ def solve_command(
             raise ValueError(f"--metrics-every must be >= 0, got {metrics_every}")
         if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {plot.name!r}")
-        problem = make_problem(loss.value, **opts)
+        if save_point is not None and save_point.suffix != ".npz":
+            raise ValueError(f"--save-point must end in .npz, got {save_point.name!r}")
+        problem = build_problem(problem_args)
     except ValueError as err:
         fail(str(err))
+    loss_name = problem.loss
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -210,7 +239,7 @@ def solve_command(
     solver_opts = {k: v for k, v in (("max_time", max_time), ("ftol", ftol)) if v is not None}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
-        task = progress.add_task(f"{solver.value} on {loss.value}", total=None)
+        task = progress.add_task(f"{solver.value} on {loss_name}", total=None)
         last = [0.0]
 
         def callback(it, x, f, gnorm):
@@ -218,11 +247,11 @@ def solve_command(
             if now - last[0] >= 0.1:
                 last[0] = now
                 gap = "" if optimum is None else f"  gap {f - optimum:.3e}"
-                progress.update(task, description=f"{solver.value} on {loss.value}: iter {it}  f {f:.10g}{gap}  |grad| {gnorm:.2e}")
+                progress.update(task, description=f"{solver.value} on {loss_name}: iter {it}  f {f:.10g}{gap}  |grad| {gnorm:.2e}")
             return False
 
         try:
-            _, result = run_solver(problem, solver.value, seed, max_iter=max_iter, gtol=gtol,
+            x, result = run_solver(problem, solver.value, seed, max_iter=max_iter, gtol=gtol,
                                    metrics_every=metrics_every, callback=callback, **solver_opts)
         except ValueError as err:
             fail(str(err))
@@ -233,12 +262,18 @@ def solve_command(
     if plot is not None:
         plot_result(result, plot)
         console.print(f"wrote {plot}")
+    if save_point is not None:
+        from nclab.ufm.pointfile import save_point as write_point
+
+        write_point(save_point, problem, x)
+        console.print(f"wrote {save_point}")
     for message in result["warnings"]:
         warn(message)
     if result["status"] not in ("optimal", "converged"):
         raise typer.Exit(code=1)
 
 
+solve_command = problem_command(solve_command)
 ufm_app.command("solve")(solve_command)
 
 

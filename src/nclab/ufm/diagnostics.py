@@ -294,8 +294,9 @@ class _TangentOperator:
         return self.project(self.M.flatten(Hw))
 
 
-def _dense_reduced(op: _TangentOperator) -> np.ndarray:
-    """The Hessian in an orthonormal basis of range(Q) (dim_eff x dim_eff), symmetrised."""
+def _dense_reduced(op: _TangentOperator, basis: bool = False):
+    """The Hessian in an orthonormal basis T of range(Q) (dim_eff x dim_eff), symmetrised; with
+    ``basis`` also T (n x dim_eff, columns are flattened ambient vectors)."""
     eye = torch.eye(op.n, dtype=torch.float64)
     Q = torch.stack([op.project(eye[:, j]) for j in range(op.n)], dim=1)
     Q = 0.5 * (Q + Q.T)
@@ -303,7 +304,8 @@ def _dense_reduced(op: _TangentOperator) -> np.ndarray:
     T = evecs[:, evals > 0.5]
     HT = torch.stack([op.apply(T[:, j]) for j in range(T.shape[1])], dim=1) if T.shape[1] else T
     Hr = T.T @ HT
-    return (0.5 * (Hr + Hr.T)).numpy()
+    Hr = (0.5 * (Hr + Hr.T)).numpy()
+    return (Hr, T.numpy()) if basis else Hr
 
 
 def hessian_spectrum(problem, x, deflate: bool = False) -> np.ndarray:
@@ -324,7 +326,8 @@ def hessian_extreme_eigs(
     dense_max: int = 600,
     tol: float = 1e-10,
     seed: int = 0,
-) -> np.ndarray:
+    return_eigenvectors: bool = False,
+):
     """The k smallest (``which="SA"``) or largest (``"LA"``) eigenvalues of the Riemannian Hessian
     of ``problem`` at x, restricted to the tangent space (ascending order).
 
@@ -342,17 +345,35 @@ def hessian_extreme_eigs(
     Parameters
     ----------
     k : number of eigenvalues; which : "SA" or "LA"; deflate : remove the symmetry orbit;
-    method : "auto" | "dense" | "lanczos"; tol : eigsh tolerance; seed : Lanczos start vector.
+    method : "auto" | "dense" | "lanczos"; tol : eigsh tolerance; seed : Lanczos start vector;
+    return_eigenvectors : also return the eigenvectors.
+
+    Returns the eigenvalues (ascending, a numpy array of length k) or, with
+    ``return_eigenvectors=True``, ``(eigenvalues, vectors)``: ``vectors`` is a list of k tangent
+    vectors at x (tuples shaped like x, unit norm, in the deflated tangent space when
+    ``deflate``), in the order of the eigenvalues.
     """
     check_choice("which", which, ("SA", "LA"))
     check_choice("method", method, ("auto", "dense", "lanczos"))
     k = check_int("k", k, minimum=1)
     op = _TangentOperator(problem, x, deflate)
+
+    def vectors(V: np.ndarray) -> list:
+        out = []
+        for j in range(V.shape[1]):
+            v = op.project(torch.from_numpy(np.ascontiguousarray(V[:, j], dtype=np.float64)))
+            out.append(op.M.unflatten(v / v.norm()))
+        return out
+
     if method == "dense" or (method == "auto" and op.n <= dense_max):
-        ev = np.linalg.eigvalsh(_dense_reduced(op))
+        Hr, T = _dense_reduced(op, basis=True)
+        ev, U = np.linalg.eigh(Hr)
         if k > ev.size:
             raise ValueError(f"k={k} exceeds the dimension {ev.size} of the (deflated) tangent space")
-        return ev[:k] if which == "SA" else ev[ev.size - k :]
+        sel = slice(0, k) if which == "SA" else slice(ev.size - k, ev.size)
+        if not return_eigenvectors:
+            return ev[sel]
+        return ev[sel], vectors(T @ U[:, sel])
 
     from scipy.sparse.linalg import LinearOperator, eigsh
 
@@ -373,5 +394,8 @@ def hessian_extreme_eigs(
     v0 = op.project(torch.from_numpy(gen.standard_normal(op.n))).numpy()
     rho = float(abs(eigsh(operator(0.0), k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)[0]))
     L = operator((2.0 * rho + 1.0) * (1.0 if which == "SA" else -1.0))
-    ev = eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=False)
-    return np.sort(ev)
+    if not return_eigenvectors:
+        return np.sort(eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=False))
+    ev, V = eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=True)
+    order = np.argsort(ev)
+    return ev[order], vectors(V[:, order])
