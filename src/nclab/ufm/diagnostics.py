@@ -217,6 +217,16 @@ class OrbitProjector:
         sigma[: sig.numel()] = sig
         del Z, R
         self.Q = Vh.T
+        # the rotating factors usually sit side by side in the flat vector (W then H: one
+        # (K + N) x d block), so S and x A are one product each instead of one per factor
+        self._block = None
+        sizes = [t.numel() for t in x]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        if all(x[i].dim() == 2 and x[i].shape[1] == d for i in self.rot) and all(
+            starts[a] + sizes[a] == starts[b] for a, b in zip(self.rot, self.rot[1:])
+        ):
+            rows = sum(x[i].shape[0] for i in self.rot)
+            self._block = (starts[self.rot[0]], rows, torch.cat([x[i] for i in self.rot], dim=0))
         sv = torch.hypot(sigma[:, None], sigma[None, :])  # singular values of A -> (x_i A), i < j
         off = ~torch.eye(d, dtype=torch.bool)
         sv_max = float(sv[off].max()) if d > 1 else 0.0
@@ -245,11 +255,18 @@ class OrbitProjector:
 
     def _orbit(self, v: torch.Tensor) -> torch.Tensor:
         """The orbit component of the flattened ambient vector v (a new flat vector)."""
+        Q = self.Q
+        out = torch.zeros_like(v)
+        if self._block is not None:
+            start, rows, Z = self._block
+            d = Z.shape[1]
+            S = Z.T @ v[start : start + rows * d].view(rows, d)
+            A = Q @ (((Q.T @ (S - S.T)) @ Q) * self.inv) @ Q.T
+            torch.mm(Z, A, out=out[start : start + rows * d].view(rows, d))
+            return out
         u = self.M.unflatten(v)
         S = sum(self.x[i].T @ u[i] for i in self.rot)
-        Q = self.Q
         A = Q @ (((Q.T @ (S - S.T)) @ Q) * self.inv) @ Q.T
-        out = torch.zeros_like(v)
         parts = self.M.unflatten(out)
         for i in self.rot:
             torch.mm(self.x[i], A, out=parts[i])
@@ -287,9 +304,9 @@ class _TangentOperator:
             w = w - self.orbit.apply(w)
         return w
 
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        """Q H Q v."""
-        w = self.project(v)
+    def apply(self, v: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Q H Q v (``projected``: Q v, when the caller has it already)."""
+        w = self.project(v) if projected is None else projected
         Hw = self.problem.rhess(self.x, self.M.unflatten(w))
         return self.project(self.M.flatten(Hw))
 
@@ -383,9 +400,10 @@ def hessian_extreme_eigs(
     def operator(shift: float) -> LinearOperator:
         def matvec(v):
             v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
-            out = op.apply(v)
+            w = op.project(v)  # one projection of v serves Q H Q v and the shift c (I - Q) v
+            out = op.apply(v, projected=w)
             if shift:
-                out = out + shift * (v - op.project(v))
+                out.add_(v - w, alpha=shift)
             return out.numpy()
 
         return LinearOperator((op.n, op.n), matvec=matvec, dtype=np.float64)
