@@ -1,6 +1,6 @@
 """nclab.io's atomic writer: the content arrives complete, is fsync-ed before the rename, no
 temporary file is left behind (also when writing fails), and the file modes are those of a plain
-``open`` (JSON: private, 0600)."""
+``open`` (0666 less the umask, JSON included)."""
 
 from __future__ import annotations
 
@@ -82,4 +82,4 @@ def test_file_modes(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(plain.stat().st_mode) == 0o644  # as open(path, "wb") makes it
-    assert stat.S_IMODE(private.stat().st_mode) == 0o600  # as before (tempfile.mkstemp)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o644  # results readable by collaborators

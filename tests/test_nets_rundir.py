@@ -33,7 +33,7 @@ def test_fresh_directory_config_log_summary(tmp_path):
     assert run.read_log() == [{"epoch": 1, "nc1": None, "train_loss": 0.5}, {"epoch": 2, "nc1": 0.25, "train_loss": None}]
     run.write_summary({"final": {"epoch": 2}})
     assert sorted(os.listdir(run.path)) == sorted([CONFIG, LOG, SUMMARY])
-    assert stat.S_IMODE((run.path / CONFIG).stat().st_mode) == 0o600  # write_json_atomic's, as before
+    assert stat.S_IMODE((run.path / CONFIG).stat().st_mode) == 0o666 & ~_umask()  # readable by collaborators
 
 
 def test_trim_log_drops_epochs_after_the_checkpoint(tmp_path):
@@ -75,3 +75,9 @@ def test_checkpoint_round_trip_restores_weights_optimizer_scheduler_and_rngs(tmp
 def test_missing_log_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="no training log at .*written by `nclab train`"):
         read_log(tmp_path)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -190,7 +190,8 @@ def atomic_write(path, data: bytes | Callable[[BinaryIO], None], *, mode: int = 
 
 def write_json_atomic(path, obj, *, indent: int = 2) -> Path:
     """Write ``obj`` as strict JSON (non-finite numbers as null, see :func:`json_ready`) to
-    ``path`` through :func:`atomic_write`.  The file is private to its owner (mode 0600), as the
-    ``tempfile.mkstemp`` this function used before made it."""
+    ``path`` through :func:`atomic_write`, with the permissions ``open`` gives a new file (0666
+    less the umask: 0644 under the usual 022), so that collaborators on a shared machine can read
+    results.  (Until this release JSON results were 0600, an accident of ``tempfile.mkstemp``.)"""
     text = json.dumps(json_ready(obj), indent=indent, allow_nan=False) + "\n"
-    return atomic_write(path, text.encode(), mode=0o600)
+    return atomic_write(path, text.encode())

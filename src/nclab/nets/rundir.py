@@ -4,7 +4,7 @@ This module owns the directory's layout and formats (all writes that replace a f
 :func:`nclab.io.atomic_write`: temporary file, fsync, ``os.replace``):
 
 * ``config.json``   the :class:`nclab.nets.config.TrainConfig` plus the derived number of classes
-                    and milestones (JSON, mode 0600 as every :func:`nclab.io.write_json_atomic`);
+                    and milestones (JSON, 0666 less the umask, as every :func:`nclab.io.write_json_atomic`);
 * ``log.jsonl``     one JSON object per epoch (:data:`LOG_KEYS`, plus the metric names of
                     :data:`nclab.metrics.METRIC_NAMES` on evaluated epochs; non-finite numbers
                     are written as null), appended line by line;
