@@ -124,3 +124,10 @@ def test_demo_writes_table_json_and_figure(tmp_path):
     assert (tmp_path / "metrics" / "metrics_demo.png").stat().st_size > 10_000
     for row in data["results"]:  # nc1 follows the closed form of the planted model
         assert row["nc1"] == pytest.approx(row["nc1_closed_form"], rel=0.2)
+
+
+def test_version_flag():
+    import nclab
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"nclab {nclab.__version__}"

@@ -20,6 +20,28 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import nclab
+
+        try:
+            number = version("nclab")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            number = nclab.__version__
+        typer.echo(f"nclab {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Neural collapse: UFM solvers, landscape checks, exact NC metrics, ETF-head training."""
+
+
 def _register() -> None:
     from nclab.cli import metrics as metrics_cli
     from nclab.cli import nets as nets_cli
