@@ -153,3 +153,14 @@ def test_progress_bar_is_drawn_from_the_callbacks(data_dir, tmp_path):
     assert bar._bar is None  # closed after the last epoch
     copy = pickle.loads(pickle.dumps(bar.on_epoch)).__self__
     assert isinstance(copy, TrainProgress) and copy._bar is None
+
+
+def test_etf_head_with_d_equal_K_minus_1_is_refused_with_the_reason(data_dir, tmp_path):
+    """d = K-1: the K frame vectors sum to zero in K-1 dimensions, so non-negative (ReLU) features
+    leave classes unreachable; training used to run silently at 10% accuracy.  It is refused."""
+    with pytest.raises(ValueError, match=r"d = K-1 = 9 cannot be trained on ReLU features"):
+        TrainConfig(model="mlp", head="etf", feature_dim=9).validate()
+    result = invoke("train", "--head", "etf", "--feature-dim", 9, "--data-dir", data_dir, "--out", tmp_path / "x", *TINY)
+    assert_clean_failure(result, "unreachable", "--feature-dim 10")
+    assert result.exit_code == 2 and not (tmp_path / "x").exists()
+    TrainConfig(model="mlp", head="etf", feature_dim=10).validate()  # d = K trains (Zhu et al.)

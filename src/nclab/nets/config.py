@@ -123,6 +123,19 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         if self.bias is not None:
             check_bool("bias", self.bias)
+        if self.head == "etf" and self.feature_dim is not None:
+            from nclab.nets.data import num_classes
+
+            K = num_classes(self.dataset)
+            if self.feature_dim < K - 1:
+                raise ValueError(f"a fixed simplex-ETF head of K={K} classes needs d >= K-1 = {K - 1}, "
+                                 f"got d={self.feature_dim}; use --feature-dim {K} (Zhu et al.'s d = K)")
+            if self.feature_dim == K - 1:
+                raise ValueError(
+                    f"a fixed simplex-ETF head with d = K-1 = {K - 1} cannot be trained on ReLU features: "
+                    "in K-1 dimensions the K frame vectors sum to zero, so non-negative features leave "
+                    f"some classes unreachable (training stays at chance); use --feature-dim {K} or more "
+                    "(the frame of Zhu et al. 2021), or --head learned / normalized")
         if self.head == "normalized" and self.bias:
             raise ValueError("the normalized head has no bias (logits are tau * cosines); drop --bias")
         device = str(self.device)
