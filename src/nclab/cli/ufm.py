@@ -104,12 +104,16 @@ def problem_command(fn):
     for key, (flag, name, kind, text) in _OPTIONS.items():
         params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
                                         default=typer.Option(None, flag, help=_help(text, name))))
+    params.append(inspect.Parameter(
+        "memory_limit", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
+        default=typer.Option(None, "--memory-limit", help="GiB the solve may use; a larger problem is refused "
+                                                          "before it allocates (default: the memory available now)")))
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
            for p in inspect.signature(fn).parameters.values() if p.name != "problem_args"]
 
     @functools.wraps(fn)
     def command(**kwargs):
-        problem_args = {k: kwargs.pop(k) for k in ("loss", *_OPTIONS)}
+        problem_args = {k: kwargs.pop(k) for k in ("loss", *_OPTIONS, "memory_limit")}
         return fn(problem_args=problem_args, **kwargs)
 
     command.__signature__ = inspect.Signature(params + own)
@@ -124,8 +128,9 @@ def build_problem(problem_args: dict):
 
     args = dict(problem_args)
     loss = args.pop("loss")
+    memory_limit = args.pop("memory_limit", None)
     loss = loss.value if isinstance(loss, Enum) else str(loss)
-    return make_problem(loss, **problem_options(loss, args))
+    return make_problem(loss, memory_limit=memory_limit, **problem_options(loss, args))
 
 
 _SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nclab.ufm.problems.memory import check_memory
 from nclab.ufm.problems.base import UFMProblem
 from nclab.ufm.problems.ce import CEProblem
 from nclab.ufm.problems.logit import (
@@ -89,12 +90,15 @@ _CLASSES: dict[str, type[UFMProblem]] = {
 _ALIASES = {"n": "n_points"}
 
 
-def make_problem(loss: str = "ce", **options) -> UFMProblem:
+def make_problem(loss: str = "ce", *, memory_limit: float | None = None, **options) -> UFMProblem:
     """Build a UFM problem by name with the defaults of :data:`DEFAULTS` (the CLI's options).
 
     ``loss`` is one of ``"ce"``, ``"mse"``, ``"normalized"``, ``"sphere"``.  ``d`` defaults to K
     (ce, mse, normalized).  For ``"sphere"``, ``n`` is accepted as an alias of ``n_points``.
     Options set to None take their default.  Unknown options raise ValueError naming them.
+    Before anything is allocated the memory a solve needs is estimated
+    (:func:`nclab.ufm.problems.memory.estimate_bytes`) and a problem above ``memory_limit`` GiB
+    (None: the memory available now; ``math.inf``: no check) is refused with both numbers.
 
     >>> make_problem("mse", K=3, n=2).describe()["d"]
     3
@@ -121,4 +125,5 @@ def make_problem(loss: str = "ce", **options) -> UFMProblem:
         opts["d"] = opts["K"]
     if opts.get("class_sizes") is not None and options.get("n") is None:
         opts["n"] = None  # the class sizes define the classes; n is then their rounded mean
+    check_memory(loss, opts, memory_limit)
     return _CLASSES[loss](**opts)
