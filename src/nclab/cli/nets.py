@@ -107,7 +107,7 @@ def train_command(
     dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist")] = _D["dataset"],
     model: Annotated[str, typer.Option(help="resnet18 (CIFAR-style) or mlp")] = _D["model"],
     head: Annotated[str, typer.Option(help="learned, etf (fixed simplex ETF) or normalized")] = _D["head"],
-    feature_dim: Annotated[Optional[int], typer.Option("--feature-dim", "-d", help="penultimate dimension d (default: the backbone's; etf needs d >= K-1)")] = None,
+    feature_dim: Annotated[Optional[int], typer.Option("--feature-dim", "-d", help="penultimate dimension d (default: the backbone's, 512; etf needs d >= K. With etf, the d - (K-1) feature directions outside the frame's span get no gradient from the loss but still count in nc1 and nc3: use d = K to measure collapse of the fixed-ETF design)")] = None,
     tau: Annotated[float, typer.Option(help="temperature of the normalized head")] = _D["tau"],
     bias: Annotated[Optional[bool], typer.Option("--bias/--no-bias", help="head bias (default: learned yes, etf no)")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="balanced training subset: images per class (default all)")] = None,
