@@ -158,6 +158,7 @@ def heads_table(rows: list[dict], title: str = "", width: int | None = None):
     if width is None or Console(width=10_000).measure(full).maximum <= width:
         return full
     return build(COMPACT_COLUMNS, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False,
+                 collapse_padding=True,
                  caption="train/test: accuracy; trained: trainable parameters; MiB: peak memory; "
                          "s: seconds (every column in heads.md)")
 
