@@ -149,7 +149,7 @@ def test_progress_bar_is_drawn_from_the_callbacks(data_dir, tmp_path):
     out = buf.getvalue()
     lines = [line for line in out.splitlines() if line.startswith("epoch ") and line.split()[1].isdigit()]
     assert [line.split()[1] for line in lines] == ["1", "2"] and "nc1" in lines[-1]
-    assert "epoch 2/2" in out  # the bar of the last epoch
+    assert "ep 2/2" in out  # the bar of the last epoch
     assert bar._bar is None  # closed after the last epoch
     copy = pickle.loads(pickle.dumps(bar.on_epoch)).__self__
     assert isinstance(copy, TrainProgress) and copy._bar is None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import typer
 
+from nclab.cli.console import guard_commands
+
 app = typer.Typer(
     name="nclab",
     help="Neural collapse: UFM solvers, landscape checks, exact NC metrics, ETF-head training.",
@@ -52,6 +54,7 @@ def _register() -> None:
     ufm_cli.register(app)
     landscape_cli.register(app)
     nets_cli.register(app)
+    guard_commands(app)  # one error boundary: bad values and files end as one `error:` line, exit 2
 
 
 _register()

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from nclab.cli.console import console, err_console, fail
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -35,7 +36,7 @@ def metrics_table(values: dict, title: str) -> Table:
 
 
 def metrics_command(
-    features: Path = typer.Argument(..., help="FEATURES.npz (features, labels, [classifier, bias]) or features.npy"),
+    features: Path = typer.Argument(..., help=escape("FEATURES.npz (features, labels, [classifier, bias]) or features.npy")),
     labels: Optional[Path] = typer.Option(None, "--labels", help="labels .npy (when FEATURES is an .npy)"),
     classifier: Optional[Path] = typer.Option(None, "--classifier", help="classifier (K x d) .npy (with an .npy FEATURES)"),
     bias: Optional[Path] = typer.Option(None, "--bias", help="bias (K,) .npy (with an .npy FEATURES)"),
@@ -49,8 +50,10 @@ def metrics_command(
 
     JSON values are null where a metric is not computable (W-metrics and nc4 without a classifier)."""
     from nclab.io import load_feature_file, write_json_atomic
-    from nclab.metrics import compute_metrics
+    from nclab.metrics import EmptyClassesError, compute_metrics
 
+    if json_out is not None and json_out.is_dir():  # before the work, not after it
+        fail(f"--json {json_out} is a folder; give a file name, e.g. --json {json_out / 'metrics.json'}")
     try:
         data = load_feature_file(features, labels, classifier, bias)
         X, y = data["features"], data["labels"]
@@ -62,6 +65,8 @@ def metrics_command(
                 X, y, data["classifier"], data["bias"], num_classes=num_classes, weighted_mean=weighted_mean,
                 batch_size=batch_size, empty=empty.value, progress=lambda rows: progress.advance(task, rows),
             )
+    except EmptyClassesError as err:
+        fail(err.message(num_classes="--num-classes K", head="a classifier", drop="--empty drop"))
     except ValueError as err:
         fail(str(err))
     values = res.as_dict()
@@ -96,9 +101,12 @@ def demo_command(
 
 
 def bench_command(
-    n: int = typer.Option(100_000, "--n"), d: int = typer.Option(2048, "--d"), k: int = typer.Option(1000, "--k"),
-    batch: int = typer.Option(10_000, "--batch"), repeats: int = typer.Option(3, "--repeats"),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
+    n: int = typer.Option(100_000, "--n", min=2, help="N, samples (rows of the synthetic features)"),
+    d: int = typer.Option(2048, "--d", min=1, help="d, feature dimension"),
+    k: int = typer.Option(1000, "--k", min=2, help="K, number of classes"),
+    batch: int = typer.Option(10_000, "--batch", min=1, help="rows per batch of the streamed statistics"),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="timed repetitions (the median is reported)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the timings as JSON here"),
 ) -> None:
     """Run the metrics benchmark (nclab.benchmarks.metrics: ratios to the float32 GEMM floor
     and to a float64 two-pass), in a child process so that its thread settings stay its own."""

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nclab.cli.console import fail
+from nclab.cli.console import err_console, fail
 
 from nclab.nets.config import TrainConfig
 from nclab.nets.train import train
@@ -53,12 +53,13 @@ class TrainProgress:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 
+            # fits 80 columns: "ep 12/100 ━━━━━━━━━━━━━━━━ 469/469 0:00:12 0:00:05 loss 0.1234"
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=24),
+                BarColumn(bar_width=16),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                TimeRemainingColumn(compact=True),
                 TextColumn("{task.fields[info]}"),
                 console=self.console,
             )
@@ -66,13 +67,13 @@ class TrainProgress:
             self._task = self._bar.add_task("epoch", total=1, info="")
         self._until = info["until"]
         if info["batch"] == 1:
-            self._bar.reset(self._task, total=info["batches"], description=f"epoch {info['epoch']}/{info['epochs']}")
+            self._bar.reset(self._task, total=info["batches"], description=f"ep {info['epoch']}/{info['epochs']}")
         self._bar.advance(self._task)
 
     def on_epoch(self, record: dict) -> None:
         if self._bar is None:
             return
-        self._bar.update(self._task, info=short_record(record))
+        self._bar.update(self._task, info=f"loss {record['train_loss_running']:.4f}")
         if "nc1" in record:
             self._bar.console.print(f"epoch {record['epoch']:4d}  {short_record(record)}")
         if record["epoch"] == self._until:
@@ -88,19 +89,78 @@ class TrainProgress:
         return {"on_epoch": self.on_epoch, "on_batch": self.on_batch}
 
 
-def heads_table(rows: list[dict], title: str = ""):
-    """The rich table of :func:`nclab.nets.reproduce.reproduce_heads`' rows (columns of
-    :data:`nclab.nets.reproduce.TABLE_COLUMNS`)."""
+def fmt_number(value, digits: int = 4) -> str:
+    """A number for a summary line: ``digits`` significant digits (``0.9727``, ``1.234e-05``);
+    an int as is; None as "–"."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def summary_line(summary: dict, out) -> str:
+    """The last line of ``nclab train``: epochs, time, final accuracies and nc1, the run folder."""
+    final = summary["final"]
+    return (f"{summary['epochs_done']} epochs in {summary['total_seconds']:.1f} s: "
+            f"train acc {fmt_number(final.get('train_acc'))}, test acc {fmt_number(final.get('test_acc'))}, "
+            f"nc1 {fmt_number(final.get('nc1'), 3)} -> {out}")
+
+
+def _count(value) -> str:
+    """A parameter count in a few characters: 8,859,862 -> 8.86M, 5,130 -> 5.13k."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "–" if value is None else str(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return str(int(value))
+
+
+#: (header, key, format) of the heads table on a narrow terminal (80 columns): accuracies,
+#: the collapse metrics that separate the heads, trainable parameters, memory and time.  The
+#: complete table (:data:`nclab.nets.reproduce.TABLE_COLUMNS`) goes to heads.md and heads.json.
+COMPACT_COLUMNS = (
+    ("run", "run", "{}"),
+    ("d", "d", "{}"),
+    ("train", "train_acc", "{:.4f}"),
+    ("test", "test_acc", "{:.4f}"),
+    ("nc1", "nc1", "{:.1e}"),
+    ("nc3", "nc3", "{:.1e}"),
+    ("nc4", "nc4", "{:.1e}"),
+    ("trained", "parameters_trainable", _count),
+    ("MiB", "peak_memory_mb", "{:.0f}"),
+    ("s", "total_seconds", "{:.0f}"),
+)
+
+
+def heads_table(rows: list[dict], title: str = "", width: int | None = None):
+    """The rich table of :func:`nclab.nets.reproduce.reproduce_heads`' rows: every column of
+    :data:`nclab.nets.reproduce.TABLE_COLUMNS` when it fits ``width`` (None: no limit), else
+    :data:`COMPACT_COLUMNS`, which fit 80 columns without cutting a number."""
+    from rich import box
+    from rich.console import Console
     from rich.table import Table
 
     from nclab.nets.reproduce import TABLE_COLUMNS, format_cell
 
-    table = Table(title=title)
-    for header, _, _ in TABLE_COLUMNS:
-        table.add_column(header, justify="left" if header == "run" else "right")
-    for r in rows:
-        table.add_row(*(format_cell(r.get(k), f) for _, k, f in TABLE_COLUMNS))
-    return table
+    def build(columns, **style):
+        table = Table(title=title, **style)
+        for header, _, _ in columns:
+            table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
+        for r in rows:
+            table.add_row(*(f(r.get(k)) if callable(f) else format_cell(r.get(k), f) for _, k, f in columns))
+        return table
+
+    full = build(TABLE_COLUMNS)
+    if width is None or Console(width=10_000).measure(full).maximum <= width:
+        return full
+    return build(COMPACT_COLUMNS, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False,
+                 collapse_padding=True,
+                 caption="train/test: accuracy; trained: trainable parameters; MiB: peak memory; "
+                         "s: seconds (every column in heads.md)")
 
 
 def train_command(
@@ -151,12 +211,8 @@ def train_command(
         fail(str(err))
     finally:
         bar.close()
-    final = summary["final"]
     if os.environ.get("RANK", "0") == "0":
-        typer.echo(
-            f"{summary['epochs_done']} epochs in {summary['total_seconds']:.1f} s: "
-            f"train acc {final.get('train_acc')}, test acc {final.get('test_acc')}, nc1 {final.get('nc1')} -> {out}"
-        )
+        typer.echo(summary_line(summary, out))
 
 
 def plot_command(
@@ -167,7 +223,11 @@ def plot_command(
     """Papyan-style panels (accuracy, loss, nc1, equinorm, max-angle, nc3, nc4, CDNV) against the
     epoch, one colour per run."""
     from nclab.cli.plots import plot_runs
+    from nclab.cli.runlog import read_run_config
 
+    for run in runs:  # a damaged config.json only costs the legend its label: say which file
+        if run.is_dir():
+            read_run_config(run)
     try:
         path = plot_runs(runs, out, title=title)
     except (ValueError, FileNotFoundError) as err:
@@ -215,12 +275,42 @@ def reproduce_heads_command(
 
     result["files"]["figure"] = str(plot_runs(result["runs"], out / "heads.png", labels=result["labels"],
                                               title=result["title"]))
-    console.print(heads_table(result["rows"], result["title"]))
+    console.print(heads_table(result["rows"], result["title"], width=console.width))
     typer.echo(f"{result['seconds']:.0f} s; wrote " + ", ".join(result["files"].values()))
 
 
+def resumable(command):
+    """``nclab train`` with Ctrl-C ending in one line that says how to go on (exit status 130,
+    the shell's for an interrupt) instead of a traceback: the run folder keeps the checkpoint of
+    the last finished epoch, and ``--resume`` continues from it."""
+    import functools
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            out = Path(kwargs.get("out") or _D["out"])
+            err_console.print(f"interrupted{_last_epoch(out)}; resume with: nclab train --out {out} --resume",
+                              markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130) from None
+
+    return run
+
+
+def _last_epoch(out: Path) -> str:
+    """" after epoch N" of the run in ``out`` (its log's last record), or "" when unknown."""
+    from nclab.cli.runlog import read_run_log
+
+    try:
+        records = read_run_log(out, on_skip=lambda message: None)
+    except OSError:
+        return ""
+    return f" after epoch {records[-1]['epoch']}" if records else ""
+
+
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_command)
+    app.command("train")(resumable(train_command))
     app.command("plot")(plot_command)
     reproduce = typer.Typer(help="Reproduce the papers' claims.", no_args_is_help=True)
     reproduce.command("heads")(reproduce_heads_command)

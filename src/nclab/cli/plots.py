@@ -24,7 +24,8 @@ import json
 import math
 from pathlib import Path
 
-from nclab.nets.rundir import CONFIG, read_log
+from nclab.cli.runlog import read_run_log as read_log  # tolerant: a bad line is skipped with a warning
+from nclab.nets.rundir import CONFIG
 from nclab.ufm.run import gap_history
 
 __all__ = ["plot_result", "plot_runs", "plot_starts", "plot_catalogue", "run_label", "PANELS"]

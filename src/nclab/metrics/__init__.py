@@ -36,13 +36,14 @@ import torch
 from nclab._validation import check_features, check_head, check_int, check_labels, check_num_classes
 from nclab.metrics.nc4 import NC4Counter
 from nclab.metrics.result import METRIC_DESCRIPTIONS, METRIC_NAMES, NCMetrics
-from nclab.metrics.stats import NCStats
+from nclab.metrics.stats import EmptyClassesError, NCStats
 
 __all__ = [
     "METRIC_NAMES",
     "METRIC_DESCRIPTIONS",
     "NCMetrics",
     "NCStats",
+    "EmptyClassesError",
     "NC4Counter",
     "compute_metrics",
     "check_features",

@@ -68,7 +68,38 @@ from nclab.metrics.moments import batch_moments, blas_syrk, gemm_dtype
 from nclab.metrics.pairwise import pairwise_summaries
 from nclab.metrics.result import NCMetrics
 
-__all__ = ["NCStats"]
+__all__ = ["NCStats", "EmptyClassesError"]
+
+
+class EmptyClassesError(ValueError):
+    """Some of the K classes have no sample (``empty="raise"``).
+
+    ``missing`` lists them, ``present`` counts the classes with samples and ``max_label`` is the
+    largest label seen.  When fewer than half of the labels up to the largest have samples, the
+    likely cause is a label out of range rather than a class left out (:attr:`out_of_range`).
+    :meth:`message` words the remedy with the caller's names: Python arguments here, command-line
+    options in :mod:`nclab.cli`.
+    """
+
+    def __init__(self, missing: list[int], present: int, max_label: int | None):
+        self.missing = list(missing)
+        self.present = int(present)
+        self.max_label = max_label
+        super().__init__(self.message())
+
+    @property
+    def out_of_range(self) -> bool:
+        return self.max_label is not None and self.present < (self.max_label + 1) / 2
+
+    def message(self, num_classes: str = "num_classes=K", head: str = "classifier=W",
+                drop: str = 'empty="drop"') -> str:
+        if self.out_of_range:
+            return (f"labels go up to {self.max_label} but only {self.present} classes have samples: "
+                    f"a label out of range? give {num_classes} or {head} to check the labels, "
+                    f"or {drop} to ignore the empty classes")
+        more = " ..." if len(self.missing) > 20 else ""
+        return (f"{len(self.missing)} class(es) have no sample: {self.missing[:20]}{more}; "
+                f"pass {drop} to compute the metrics over the {self.present} classes present")
 
 #: The tensors of the state, in the order of :meth:`NCStats.state_dict`.
 _STATE_TENSORS = ("counts", "means", "m2", "scatter")
@@ -411,11 +442,9 @@ class NCStats:
         missing = torch.nonzero(counts == 0).squeeze(1).tolist()
         if missing:
             if empty == "raise":
-                shown = missing[:20]
-                raise ValueError(
-                    f"{len(missing)} class(es) have no sample: {shown}{' ...' if len(missing) > 20 else ''}; "
-                    "pass empty='drop' to compute the metrics over the classes present"
-                )
+                present = torch.nonzero(counts > 0).squeeze(1)
+                max_label = int(present.max()) if present.numel() else None
+                raise EmptyClassesError(missing, present.numel(), max_label)
             keep = torch.nonzero(counts > 0).squeeze(1)
             counts, means, m2 = counts[keep], means[keep], m2[keep]
             if W is not None:

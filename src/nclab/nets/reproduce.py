@@ -141,6 +141,11 @@ def format_cell(value, fmt: str) -> str:
         return str(value)
 
 
+def _g(value, digits: int) -> str:
+    """``digits`` significant digits of a float ("–" for None)."""
+    return "–" if value is None else format(value, f".{digits}g") if isinstance(value, float) else str(value)
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(h for h, _, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
@@ -219,8 +224,8 @@ def reproduce_heads(
             for fut in as_completed(futures):
                 run = futures[fut]
                 summaries[run.name] = s = fut.result()
-                say(f"{run.name} done: train acc {s['final'].get('train_acc')}, "
-                    f"nc1 {s['final'].get('nc1')}, {s['total_seconds']:.0f} s")
+                say(f"{run.name} done: train acc {_g(s['final'].get('train_acc'), 4)}, "
+                    f"nc1 {_g(s['final'].get('nc1'), 3)}, {s['total_seconds']:.0f} s")
     else:
         for run, cfg in todo:
             summaries[run.name] = train(cfg, on_epoch=on_epoch, on_batch=on_batch)
