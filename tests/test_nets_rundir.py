@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nclab.nets.rundir import CHECKPOINT, CONFIG, LOG, SUMMARY, RunDir, read_log
+from nclab.nets.rundir import CHECKPOINT, CONFIG, LOG, SEAL, SUMMARY, RunDir, read_log
 
 
 def _draws():
@@ -57,7 +57,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_scheduler_and_rngs(tmp
     run = RunDir(tmp_path)
     run.save_checkpoint(net, opt, sched, epoch=4, total_seconds=1.5, config={"seed": 0})
     after_save = _draws()
-    assert os.listdir(tmp_path) == [CHECKPOINT]  # written atomically: no temporary file left
+    assert sorted(os.listdir(tmp_path)) == [SEAL, CHECKPOINT]  # written atomically: no temporary file left
     weights = {k: v.clone() for k, v in net.state_dict().items()}
 
     net2 = torch.nn.Linear(4, 3)
