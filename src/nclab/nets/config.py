@@ -225,7 +225,7 @@ def restored_config(saved: dict, explicit: dict, out: str | Path) -> TrainConfig
     those of :data:`RESUME_RESET`, then the ``explicit`` options (name -> value) given again; their
     agreement with ``saved`` is checked by :func:`plan_resume`."""
     base = TrainConfig.from_dict({k: v for k, v in saved.items() if k not in RESUME_RESET})
-    return dataclasses.replace(base, **explicit, resume=True, out=str(out))
+    return dataclasses.replace(base, **(dict(explicit) | {"resume": True, "out": str(out)}))
 
 
 def plan_resume(config: TrainConfig, saved: dict, out: str | Path, epochs_done: int) -> TrainConfig:
