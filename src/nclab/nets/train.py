@@ -18,7 +18,10 @@ Exact resume.  The order of the training data in epoch e is a permutation drawn 
 seeded with ``seed + e`` (``torch.utils.data.DistributedSampler``'s rule, also with one process),
 never from a global RNG, and everything else that changes during training is in the checkpoint; so
 ``resume`` after an interruption reproduces the uninterrupted run's log numbers and final weights
-bit for bit (on CPU; on GPU up to the nondeterminism of cuDNN kernels).
+bit for bit (on CPU, with the same number of torch threads; on GPU up to the nondeterminism of
+cuDNN kernels).  The checkpoint is verified before it is loaded, and loaded weights-only
+(:mod:`nclab.nets.rundir`); a larger ``epochs`` extends a run without changing the learning rate
+of the epochs already trained (:func:`nclab.nets.config.plan_resume`).
 
 Several processes.  Under ``torchrun`` (env vars WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)
 :func:`train` initialises torch.distributed (gloo on CPU, nccl on GPU) and wraps the model in
@@ -154,7 +157,9 @@ def train(config: TrainConfig, *, on_epoch: Callback | None = None, on_batch: Ca
 
     Raises ValueError for bad options (before any data is read), FileNotFoundError when the data
     set is not where ``data_dir`` says (the message says how to get it), and ValueError when
-    ``out`` already holds a run and ``resume`` is False.
+    ``out`` already holds a run and ``resume`` is False, or when ``resume`` finds a damaged or
+    inconsistent run folder, changed options or an extension that would rewrite the schedule's
+    past (no file is changed then).
     """
     config.validate()
     if config.threads:
