@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nclab.nets.rundir import CHECKPOINT, CONFIG, LOG, SUMMARY, RunDir, read_log
+from nclab.nets.rundir import CHECKPOINT, CONFIG, LOG, SEAL, SUMMARY, RunDir, read_log
 
 
 def _draws():
@@ -57,7 +57,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_scheduler_and_rngs(tmp
     run = RunDir(tmp_path)
     run.save_checkpoint(net, opt, sched, epoch=4, total_seconds=1.5, config={"seed": 0})
     after_save = _draws()
-    assert os.listdir(tmp_path) == [CHECKPOINT]  # written atomically: no temporary file left
+    assert sorted(os.listdir(tmp_path)) == [SEAL, CHECKPOINT]  # written atomically: no temporary file left
     weights = {k: v.clone() for k, v in net.state_dict().items()}
 
     net2 = torch.nn.Linear(4, 3)
@@ -81,3 +81,49 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def _linear_state():
+    net = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    return net, opt, torch.optim.lr_scheduler.MultiStepLR(opt, [1], gamma=0.1)
+
+
+def test_checkpoint_is_weights_only_and_sealed_with_its_predecessor(tmp_path):
+    import hashlib
+    import json
+
+    run = RunDir(tmp_path)
+    run.start({"seed": 0})
+    net, opt, sched = _linear_state()
+    run.save_checkpoint(net, opt, sched, epoch=1, total_seconds=1.0, config={"seed": 0})
+    first = (tmp_path / CHECKPOINT).read_bytes()
+    run.save_checkpoint(net, opt, sched, epoch=2, total_seconds=2.0, config={"seed": 0})
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    seal = json.loads((tmp_path / SEAL).read_text())
+    assert seal["format"] == 1 and seal["epoch"] == 2 and seal["bytes"] == len(data)
+    assert seal["sha256"] == hashlib.sha256(data).hexdigest()
+    assert seal["previous"] == {"epoch": 1, "bytes": len(first), "sha256": hashlib.sha256(first).hexdigest()}
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # no pickled object anywhere
+    assert state["format"] == 1 and state["epoch"] == 2 and state["scheduler"]["milestones"] == [1]
+
+
+def test_resume_state_checks_the_log_against_the_checkpoint(tmp_path):
+    run = RunDir(tmp_path)
+    run.start({"seed": 0})
+    net, opt, sched = _linear_state()
+    for e in (1, 2):
+        run.append_log({"epoch": e})
+    run.save_checkpoint(net, opt, sched, epoch=2, total_seconds=1.0, config={})
+    assert run.resume_state().epoch == 2
+    run.append_log({"epoch": 3})  # a crash after the log line, before the checkpoint: accepted, trimmed later
+    with open(tmp_path / LOG, "a") as f:
+        f.write('{"epoch": 4, "lo')  # an append cut short: ignored
+    resumed = run.resume_state()
+    assert resumed.epoch == 2 and [r["epoch"] for r in resumed.log] == [1, 2]
+    run.trim_log(2)
+    assert [r["epoch"] for r in run.read_log()] == [1, 2]
+    run.append_log({"epoch": 3})
+    run.append_log({"epoch": 4})  # two epochs ahead: not a crash of one save
+    with pytest.raises(ValueError, match="records epochs 1..4 .* holds epoch 2"):
+        run.resume_state()

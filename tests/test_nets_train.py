@@ -74,7 +74,7 @@ def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
     assert id(head.weight) not in optimized
     assert {id(p) for p in net.parameters()} == optimized  # everything else is trained
     summary = train(cfg)
-    trained = torch.load(tmp_path / "etf" / "checkpoint.pt", weights_only=False)["model"]
+    trained = torch.load(tmp_path / "etf" / "checkpoint.pt", weights_only=True)["model"]
     assert torch.equal(trained["head.weight"], head.weight)  # bit for bit the initial frame
     assert summary["parameters_total"] - summary["parameters_trainable"] == 10 * 10  # the fixed K x d frame
     # the frame is a simplex ETF: W W^T = K/(K-1) (I - J/K)
@@ -86,7 +86,7 @@ def test_etf_buffer_is_fixed_and_not_optimized(data_dir, tmp_path):
 def test_normalized_head_rows_stay_unit(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path / "norm", head="normalized", epochs=2)
     train(cfg)
-    W = torch.load(tmp_path / "norm" / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
+    W = torch.load(tmp_path / "norm" / "checkpoint.pt", weights_only=True)["model"]["head.weight"]
     assert torch.allclose(W.norm(dim=1), torch.ones(10), atol=1e-6)
     assert not torch.allclose(W, build_model(cfg).head.weight)  # it was trained
 
@@ -110,8 +110,8 @@ def test_resume_reproduces_an_uninterrupted_run(data_dir, tmp_path):
     a, b = numbers("full"), numbers("part")
     assert len(a) == len(b) == 3
     assert a == b  # every loss, accuracy and metric identical, to the last bit
-    wa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    wb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    wa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    wb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert wa["model"].keys() == wb["model"].keys()
     for key in wa["model"]:
         assert torch.equal(wa["model"][key], wb["model"][key]), key
@@ -135,7 +135,7 @@ def test_cuda_run_and_resume(data_dir, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert all(r["memory_kind"] == "cuda_max_allocated" and r["peak_memory_mb"] > 0 for r in log)
     net = build_model(cfg)
-    net.load_state_dict(torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=False, map_location="cpu")["model"])
+    net.load_state_dict(torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=True, map_location="cpu")["model"])
     images, labels = load_dataset("mnist", data_dir, train=True, per_class=30, seed=0).tensors
     cpu, ex, _ = collapse_metrics(net, images, labels, num_classes=10)
     assert math.isclose(log[-1]["nc1"], cpu.nc1, rel_tol=1e-3)

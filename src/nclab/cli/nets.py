@@ -164,6 +164,8 @@ def heads_table(rows: list[dict], title: str = "", width: int | None = None):
 
 
 def train_command(
+    ctx: typer.Context,
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run directory, the same as --out (nclab train --resume DIR continues the run in DIR with its config.json)", show_default=False)] = None,
     dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist")] = _D["dataset"],
     model: Annotated[str, typer.Option(help="resnet18 (CIFAR-style) or mlp")] = _D["model"],
     head: Annotated[str, typer.Option(help="learned, etf (fixed simplex ETF) or normalized")] = _D["head"],
@@ -172,7 +174,8 @@ def train_command(
     bias: Annotated[Optional[bool], typer.Option("--bias/--no-bias", help="head bias (default: learned yes, etf no)")] = None,
     per_class: Annotated[Optional[int], typer.Option(help="balanced training subset: images per class (default all)")] = None,
     test_per_class: Annotated[Optional[int], typer.Option(help="balanced test subset: images per class (default all)")] = None,
-    epochs: Annotated[int, typer.Option(help="epochs; lr / 10 at 1/3 and 2/3 of them")] = _D["epochs"],
+    epochs: Annotated[int, typer.Option(help="epochs; lr / 10 at 1/3 and 2/3 of them. With --resume, more epochs than the run's extend it (also a finished one); the learning rate of the epochs already trained never changes")] = _D["epochs"],
+    milestones: Annotated[Optional[str], typer.Option(help="epochs after which lr / 10, comma-separated, e.g. 66,133 (default: 1/3 and 2/3 of --epochs)", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="initial learning rate (SGD)")] = _D["lr"],
     momentum: Annotated[float, typer.Option(help="SGD momentum")] = _D["momentum"],
     weight_decay: Annotated[float, typer.Option(help="weight decay")] = _D["weight_decay"],
@@ -185,7 +188,7 @@ def train_command(
     data_dir: Annotated[Path, typer.Option(help="folder holding MNIST/raw and FashionMNIST70k")] = Path(_D["data_dir"]),
     download: Annotated[bool, typer.Option("--download", help="fetch missing data sets (needs internet)")] = False,
     out: Annotated[Path, typer.Option(help="run directory (config.json, log.jsonl, checkpoint.pt)")] = Path(_D["out"]),
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoint")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out (or DIR) from its verified checkpoint, with the options of its config.json; options given again must agree with them (--epochs may extend the run; --device, --threads, --data-dir, --stop-after may differ)")] = False,
     stop_after: Annotated[Optional[int], typer.Option(help="stop (checkpointed) after this epoch; continue later with --resume")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads of this process (default: torch's)")] = None,
     etf_rotation: Annotated[bool, typer.Option("--etf-rotation", help="rotate the fixed ETF by the seed (default: the frame on the first K axes, as Zhu et al.)")] = False,
@@ -196,14 +199,36 @@ def train_command(
 
     Several processes: torchrun --nproc-per-node 2 -m nclab train ... (gloo on CPU, nccl on GPU).
     """
-    config = TrainConfig(
+    from nclab.nets.config import restored_config
+    from nclab.nets.rundir import RunDir
+
+    # the options typed (or set in the environment), as opposed to defaults (click's ParameterSource)
+    given = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    if run_dir is not None:
+        if "out" in given and Path(out) != Path(run_dir):
+            fail(f"two run directories: {run_dir} and --out {out}; give one")
+        out, given = run_dir, given | {"out"}
+    try:
+        milestone_list = None if milestones is None else [int(m) for m in milestones.replace(" ", "").split(",") if m]
+    except ValueError:
+        fail(f"milestones must be comma-separated epochs such as 66,133, got {milestones!r}")
+    values = dict(
         dataset=dataset, model=model, head=head, feature_dim=feature_dim, tau=tau, bias=bias,
         per_class=per_class, test_per_class=test_per_class, epochs=epochs, lr=lr, momentum=momentum,
         weight_decay=weight_decay, batch_size=batch_size, eval_batch_size=eval_batch_size,
         eval_schedule=eval_schedule, eval_points=eval_points, device=device, seed=seed,
         data_dir=str(data_dir), download=download, out=str(out), resume=resume, stop_after=stop_after,
-        threads=threads, etf_rotation=etf_rotation,
+        threads=threads, etf_rotation=etf_rotation, milestones=milestone_list,
     )
+    try:
+        if resume:  # the run's own options, then those given again (train checks that they agree)
+            saved = RunDir(out).saved_config()
+            config = restored_config(saved, {k: v for k, v in values.items() if k in given and k != "out"}, out)
+        else:
+            config = TrainConfig(**values)
+    except ValueError as err:
+        fail(str(err))
     bar = TrainProgress()
     try:
         summary = train(config, **(bar.callbacks() if progress else {}))

@@ -3,8 +3,27 @@
 This module owns what a run is asked to do: every field with its default (the papers' recipe,
 Papyan, Han & Donoho 2020 / Zhu et al. 2021), their checks at the boundary (through
 :mod:`nclab._validation`, one wording for all of nclab), the learning-rate milestones
-(:func:`lr_milestones`), the evaluated epochs (:func:`eval_epochs`) and which options may change
-when a run is resumed (:data:`RESUME_FREE`, :func:`check_resumable`).
+(:func:`lr_milestones`, :func:`schedule_milestones`), the evaluated epochs (:func:`eval_epochs`) and
+which options may change when a run is resumed or extended (:data:`RESUME_FREE`,
+:func:`check_resumable`, :func:`restored_config`, :func:`plan_resume`).
+
+Resuming and extending.  ``nclab train --resume DIR`` restores every option from DIR/config.json
+(:func:`restored_config`); options given again must agree with it, except those of
+:data:`RESUME_FREE` and ``epochs`` / ``milestones``.  A larger ``epochs`` extends the run
+(also a finished one); the learning-rate schedule of the epochs already trained never changes
+(:func:`plan_resume`):
+
+* if the new length's milestones (1/3 and 2/3 of it, or ``milestones``) divide the rate after the
+  same epochs among those already trained, they are used: the extended run is the uninterrupted run
+  of the new length, log and weights bit for bit (e.g. a run stopped with ``stop_after`` before its
+  first milestone);
+* otherwise (a finished run: its milestones at 1/3 and 2/3 of the old length have passed, those of
+  the new length would rewrite the past) the run keeps its milestones (``milestones`` is pinned to
+  them in config.json) and the schedule continues: the rate stays at its last value for the added
+  epochs.  Equality with an uninterrupted run of the new length with the default schedule is then
+  impossible; the extended run equals the uninterrupted run of the new length with
+  ``milestones`` = the old run's, bit for bit.  Explicit ``milestones`` that would change the past
+  are refused.
 
 >>> from nclab.nets.config import TrainConfig, lr_milestones
 >>> TrainConfig(model="mlp", epochs=6).validate().epochs
@@ -24,13 +43,17 @@ import numpy as np
 
 from nclab._validation import check_bool, check_choice, check_int, check_real
 
-__all__ = ["TrainConfig", "EVAL_SCHEDULES", "RESUME_FREE", "lr_milestones", "eval_epochs", "check_resumable"]
+__all__ = ["TrainConfig", "EVAL_SCHEDULES", "RESUME_FREE", "RESUME_RESET", "lr_milestones", "schedule_milestones",
+           "eval_epochs", "check_resumable", "restored_config", "plan_resume"]
 
 #: Values of ``TrainConfig.eval_schedule``.
 EVAL_SCHEDULES = ("every", "log")
 
 #: Config fields that may differ between a run and its resumption.
 RESUME_FREE = ("resume", "stop_after", "device", "data_dir", "out", "download", "threads")
+
+#: Free fields that belong to one invocation: :func:`restored_config` does not take them from config.json.
+RESUME_RESET = ("resume", "stop_after", "out", "download")
 
 
 @dataclass
@@ -54,6 +77,8 @@ class TrainConfig:
     per_class : balanced training subset of n images per class (None: all); seeded by ``seed``.
     test_per_class : likewise for the test set (None: all of it).
     epochs, lr, momentum, weight_decay, batch_size : the optimiser (batch_size is global under DDP).
+    milestones : epochs after which the learning rate is divided by 10 (None: 1/3 and 2/3 of
+        ``epochs``, :func:`lr_milestones`); an extended run may pin them (see the module docstring).
     eval_batch_size : batch of the evaluation passes (no gradients, so it can be large).
     eval_schedule : "every" epoch, or "log": about ``eval_points`` log-spaced epochs (always the last).
     device : "auto" (cuda if available), "cpu", "cuda" or "cuda:N".
@@ -97,6 +122,7 @@ class TrainConfig:
     stop_after: int | None = None
     threads: int | None = None
     etf_rotation: bool = False
+    milestones: list[int] | None = None
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the option, the value and what is allowed
@@ -123,6 +149,12 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         if self.bias is not None:
             check_bool("bias", self.bias)
+        if self.milestones is not None:
+            if not isinstance(self.milestones, (list, tuple)):
+                raise ValueError(f"milestones must be a list of epochs, got {self.milestones!r}")
+            for m in self.milestones:
+                check_int("milestones", m, minimum=1)
+            self.milestones = sorted(set(int(m) for m in self.milestones))
         if self.head == "etf" and self.feature_dim is not None:
             from nclab.nets.data import num_classes
 
@@ -159,6 +191,11 @@ def lr_milestones(epochs: int) -> list[int]:
     return sorted({max(1, epochs // 3), max(1, (2 * epochs) // 3)})
 
 
+def schedule_milestones(config: TrainConfig) -> list[int]:
+    """The milestones a run uses: ``config.milestones``, or 1/3 and 2/3 of ``config.epochs``."""
+    return sorted(set(config.milestones)) if config.milestones is not None else lr_milestones(config.epochs)
+
+
 def eval_epochs(config: TrainConfig) -> list[int]:
     """The epochs (1-based) after which metrics are computed: all of them, or about
     ``eval_points`` log-spaced ones (always including the first and the last)."""
@@ -169,14 +206,52 @@ def eval_epochs(config: TrainConfig) -> list[int]:
     return sorted(set(int(p) for p in pts) | {1, E})
 
 
-def check_resumable(config: TrainConfig, saved: dict, out: str | Path) -> None:
+def check_resumable(config: TrainConfig, saved: dict, out: str | Path, ignore: tuple[str, ...] = ()) -> None:
     """Raise ValueError if ``config`` differs from a run's saved config (``saved``, its
-    config.json) in a field that a resumption may not change (all but :data:`RESUME_FREE`)."""
+    config.json) in a field that a resumption may not change (all but :data:`RESUME_FREE` and
+    ``ignore``)."""
     diff = {
         k: (saved.get(k), v)
         for k, v in config.to_dict().items()
-        if k not in RESUME_FREE and saved.get(k) != v
+        if k not in RESUME_FREE and k not in ignore and saved.get(k) != v
     }
     if diff:
         shown = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in diff.items())
         raise ValueError(f"cannot resume {out}: the options differ from the run's config.json ({shown})")
+
+
+def restored_config(saved: dict, explicit: dict, out: str | Path) -> TrainConfig:
+    """The configuration of ``nclab train --resume``: the fields of ``saved`` (config.json) but
+    those of :data:`RESUME_RESET`, then the ``explicit`` options (name -> value) given again; their
+    agreement with ``saved`` is checked by :func:`plan_resume`."""
+    base = TrainConfig.from_dict({k: v for k, v in saved.items() if k not in RESUME_RESET})
+    return dataclasses.replace(base, **(dict(explicit) | {"resume": True, "out": str(out)}))
+
+
+def plan_resume(config: TrainConfig, saved: dict, out: str | Path, epochs_done: int) -> TrainConfig:
+    """The configuration that continues the run of ``saved`` (its config.json) after
+    ``epochs_done`` epochs: ``config``, with ``milestones`` pinned to the run's when a new
+    ``epochs`` would change the rate of epochs already trained (the rule of the module docstring).
+
+    Raises ValueError when an option but :data:`RESUME_FREE`, ``epochs`` and ``milestones``
+    differs (the names and both values), when ``epochs`` is below ``epochs_done``, and when
+    explicit ``milestones`` would change the past."""
+    check_resumable(config, saved, out, ignore=("epochs", "milestones"))
+    if config.epochs < epochs_done:
+        raise ValueError(f"cannot resume {out} with epochs {config.epochs}: the run has done {epochs_done} "
+                         f"epochs; give --epochs {epochs_done} or more")
+    old = saved.get("lr_milestones")
+    if old is None:
+        old = schedule_milestones(TrainConfig.from_dict(saved))
+    new = schedule_milestones(config)
+
+    def past(ms):
+        return [m for m in ms if m <= epochs_done]
+
+    if past(new) == past(old):
+        return config
+    if config.milestones is not None and config.milestones != saved.get("milestones"):
+        raise ValueError(f"cannot resume {out} with milestones {new}: the run divided the learning rate after "
+                         f"epochs {past(old)} of the {epochs_done} it has done, these would change that past; "
+                         f"keep {past(old)} and add only later epochs")
+    return dataclasses.replace(config, milestones=sorted(old))

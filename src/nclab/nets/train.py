@@ -18,7 +18,10 @@ Exact resume.  The order of the training data in epoch e is a permutation drawn 
 seeded with ``seed + e`` (``torch.utils.data.DistributedSampler``'s rule, also with one process),
 never from a global RNG, and everything else that changes during training is in the checkpoint; so
 ``resume`` after an interruption reproduces the uninterrupted run's log numbers and final weights
-bit for bit (on CPU; on GPU up to the nondeterminism of cuDNN kernels).
+bit for bit (on CPU, with the same number of torch threads; on GPU up to the nondeterminism of
+cuDNN kernels).  The checkpoint is verified before it is loaded, and loaded weights-only
+(:mod:`nclab.nets.rundir`); a larger ``epochs`` extends a run without changing the learning rate
+of the epochs already trained (:func:`nclab.nets.config.plan_resume`).
 
 Several processes.  Under ``torchrun`` (env vars WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT)
 :func:`train` initialises torch.distributed (gloo on CPU, nccl on GPU) and wraps the model in
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import math
 import resource
+from collections import Counter
 import sys
 import time
 from typing import Callable
@@ -49,7 +53,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from nclab.nets.config import EVAL_SCHEDULES, TrainConfig, check_resumable, eval_epochs, lr_milestones
+from nclab.nets.config import EVAL_SCHEDULES, TrainConfig, eval_epochs, lr_milestones, plan_resume, schedule_milestones
 from nclab.nets.distributed import DistEnv, all_reduce, init_distributed
 # evaluate and rundir names are re-exported: what the former single module offered stays importable here
 from nclab.nets.evaluate import KEEP_FEATURES_BYTES, Extraction, collapse_metrics, evaluate, extract  # noqa: F401
@@ -153,7 +157,9 @@ def train(config: TrainConfig, *, on_epoch: Callback | None = None, on_batch: Ca
 
     Raises ValueError for bad options (before any data is read), FileNotFoundError when the data
     set is not where ``data_dir`` says (the message says how to get it), and ValueError when
-    ``out`` already holds a run and ``resume`` is False.
+    ``out`` already holds a run and ``resume`` is False, or when ``resume`` finds a damaged or
+    inconsistent run folder, changed options or an extension that would rewrite the schedule's
+    past (no file is changed then).
     """
     config.validate()
     if config.threads:
@@ -200,7 +206,7 @@ class _Run:
             else self.net
         )
         self.optimizer = make_optimizer(self.net, config)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, lr_milestones(config.epochs), gamma=0.1)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, schedule_milestones(config), gamma=0.1)
         from torch.utils.data.distributed import DistributedSampler
 
         self.sampler = DistributedSampler(
@@ -212,25 +218,42 @@ class _Run:
     # -- set-up of the run directory ------------------------------------------------------------
 
     def _prepare_dir(self) -> None:
-        """Fresh run: refuse to overwrite.  Resume: restore the checkpoint, trim the log to it.
+        """Fresh run: refuse to overwrite.  Resume: verify the folder and the checkpoint
+        (:meth:`RunDir.resume_state`: any inconsistency is refused before a file changes), check
+        the options and plan an extension (:func:`nclab.nets.config.plan_resume`), restore the
+        checkpoint, trim the log to it and record a new length in config.json.
+
+        ``resume`` with no run in ``out`` (no folder, or no log and no checkpoint) starts one:
+        Python callers such as :func:`nclab.nets.reproduce.reproduce_heads` use it as "start or
+        continue"; the command line refuses ``--resume`` there (:meth:`RunDir.saved_config`).
 
         Every rank decides from the files as they are before anything is written (a barrier
         separates the decision from rank 0's writes), so all ranks agree."""
         config, rundir = self.config, self.dir
-        resuming = config.resume and rundir.has_checkpoint()
+        resumed = rundir.resume_state() if config.resume and rundir.holds_run() else None
         clash = not config.resume and rundir.holds_run()
         if self.env.active:
             dist.barrier()
         if clash:
             raise ValueError(f"{rundir.path} already holds a training run; pass --resume to continue it or "
                              "choose another --out")
-        if resuming:
-            check_resumable(config, rundir.read_config(), rundir.path)
-            self.start_epoch, self.total_seconds = rundir.load_checkpoint(self.net, self.optimizer, self.scheduler)
-            if self.env.main:  # the log may hold an epoch written after the checkpoint's: drop it
-                rundir.trim_log(self.start_epoch)
-        elif self.env.main:
-            rundir.start(config.to_dict() | {"num_classes": self.K, "lr_milestones": lr_milestones(config.epochs)})
+        if resumed is not None and resumed.state is not None:
+            saved = resumed.config
+            config = self.config = plan_resume(config, saved, rundir.path, resumed.epoch)
+            self.scheduler.milestones = Counter(schedule_milestones(config))
+            self.eval_at = set(eval_epochs(config))
+            self.start_epoch, self.total_seconds = rundir.restore(resumed, self.net, self.optimizer, self.scheduler)
+            if self.env.main:
+                rundir.trim_log(self.start_epoch)  # the log may hold an epoch written after the checkpoint's
+                if config.epochs != saved.get("epochs") or config.milestones != saved.get("milestones"):
+                    rundir.write_config(saved | {"epochs": config.epochs, "milestones": config.milestones,
+                                                 "lr_milestones": schedule_milestones(config)})
+        elif resumed is not None:  # the run's first epoch never finished: start it again, as configured there
+            config = self.config = plan_resume(config, resumed.config, rundir.path, 0)
+            if self.env.main:
+                rundir.start(config.to_dict() | {"num_classes": self.K, "lr_milestones": schedule_milestones(config)})
+        elif self.env.main:  # a fresh run
+            rundir.start(config.to_dict() | {"num_classes": self.K, "lr_milestones": schedule_milestones(config)})
         if self.env.active:
             dist.barrier()
 
@@ -264,8 +287,8 @@ class _Run:
         return total / count
 
     def run(self, on_epoch: Callback | None = None, on_batch: Callback | None = None) -> dict:
+        self._prepare_dir()  # may extend the run: self.config is the one to train
         config, env, device = self.config, self.env, self.device
-        self._prepare_dir()
         last = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
         for epoch in range(self.start_epoch, last):
             if device.type == "cuda":
