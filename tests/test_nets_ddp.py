@@ -65,7 +65,7 @@ def _worker(rank: int, world: int, port: int, data_dir: str, out: str) -> None:
 def test_sharded_metrics_equal_single_process(data_dir, tmp_path):
     world = 2
     mp.spawn(_worker, args=(world, _free_port(), str(data_dir), str(tmp_path)), nprocs=world, join=True)
-    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     images, labels = _data(data_dir)
     N = labels.shape[0]
     # the shards are disjoint and cover every sample once
@@ -112,7 +112,7 @@ def test_torchrun_ddp_training(data_dir, tmp_path):
     # the synced metrics of the last epoch == one process's metrics of the checkpointed model
     cfg = TrainConfig(model="mlp", head="learned", per_class=20, device="cpu")
     net = build_model(cfg)
-    net.load_state_dict(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["model"])
+    net.load_state_dict(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["model"])
     images, labels = load_dataset("mnist", data_dir, train=True, per_class=20).tensors
     single, ex, _ = collapse_metrics(net, images, labels, num_classes=10)
     for name in ("nc1", "nc1_trace_ratio", "nc2_equinorm_means", "nc3", "bias_collapse"):
