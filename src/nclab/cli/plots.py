@@ -172,11 +172,14 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def _integer_epochs(ax) -> None:
-    """Epochs are integers: no 0.5 ticks on a short run."""
+def _integer_epochs(ax, epochs) -> None:
+    """Epochs are integers: no 0.5 ticks on a short run.  The locator falls back to fractions when
+    fewer than two integers are in view, so a run of one or two epochs gets a wider x range."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and max(epochs) - min(epochs) < 2:
+        ax.set_xlim(min(epochs) - 1, max(epochs) + 1)
 
 
 def runs_figure(run_dirs, labels=None, title: str | None = None):
@@ -210,6 +213,7 @@ def runs_figure(run_dirs, labels=None, title: str | None = None):
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     colors = [f"C{i % 10}" for i in range(len(run_dirs))]
+    epochs = [r["epoch"] for records in logs for r in records]
     for ax, (name, ylabel, keys, scale) in zip(axes, PANELS):
         nc2 = name.startswith("NC2")
         fixed = []  # (label, color) of series that are 0 up to rounding throughout
@@ -237,7 +241,7 @@ def runs_figure(run_dirs, labels=None, title: str | None = None):
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        _integer_epochs(ax)
+        _integer_epochs(ax, epochs)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(PANELS):]:
         ax.set_visible(False)
