@@ -25,12 +25,14 @@ from nclab.cli.plots import plot_result
 from nclab.ufm.run import gap_history, run_solver, write_json
 from nclab.ufm.optim import SOLVERS
 
-__all__ = ["run_ufm_demo", "DEMO_GTOL", "SPHERE_SWEEP"]
+__all__ = ["run_ufm_demo", "ufm_demo_figure", "problem_title", "DEMO_GTOL", "SPHERE_SWEEP"]
 
 #: Relative gradient tolerance of the demo solves (``gtol`` of :mod:`nclab.ufm.optim`).
 DEMO_GTOL = 1e-10
 #: Numbers of points of the sphere sweep (d = 3, tau = 5).
 SPHERE_SWEEP = (5, 10, 20, 50, 100)
+#: Temperature of the sphere sweep's problems.
+SPHERE_SWEEP_TAU = 5.0
 #: Caps for the slow first-order baselines in the solver comparison.
 _CAPS = {"gd": dict(max_iter=20000, max_time=5.0), "rgd": dict(max_iter=20000, max_time=5.0)}
 
@@ -41,16 +43,66 @@ def _key_metric(result: dict) -> tuple[str, float | None]:
     return "nc1", result["metrics"].get("nc1")
 
 
+def problem_title(problem: dict) -> str:
+    """``"ce: K=4, n=5, d=4"`` from a result's ``problem`` (:meth:`describe`); tau for the
+    normalized and sphere problems; the sphere has n points on the sphere of R^d and no classes."""
+    loss = problem["loss"]
+    n = problem.get("n_points", problem.get("n"))
+    parts = [] if problem.get("K") is None else [f"K={problem['K']}"]
+    parts += [f"n={n}" + (" points" if loss == "sphere" else "/class"), f"d={problem['d']}"]
+    if problem.get("tau") is not None:
+        parts.append(f"τ={problem['tau']:g}")
+    return f"{loss}: " + ", ".join(parts)
+
+
+def ufm_demo_figure(comparison: dict[str, list[dict]], sweep: list[dict]):
+    """The combined figure (a :class:`matplotlib.figure.Figure`, 2 x 3 panels): every solver's
+    objective gap against iterations on each problem (its K, n, d and tau in the title), the
+    sphere sweep's frame-potential excess against n, and the solvers' legend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    losses = list(comparison)
+    ncols = 3
+    nrows = math.ceil((len(losses) + 2) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles = {}
+    for ax, loss in zip(axes, losses):
+        label = "f - f*"
+        for j, r in enumerate(comparison[loss]):
+            its, gaps, label = gap_history(r)
+            (line,) = ax.loglog([max(i, 1) for i in its], [max(g, 1e-17) for g in gaps], lw=1.3,
+                                color=f"C{j}", label=r["solver"])
+            handles.setdefault(r["solver"], line)
+        ax.set_title(problem_title(comparison[loss][0]["problem"]) if comparison[loss] else loss, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    ax = axes[len(losses)]
+    ns = [s["n_points"] for s in sweep]
+    ax.semilogy(ns, [max(s["frame_potential_excess"], 1e-17) for s in sweep], "o-")
+    ax.set_xlabel("number of points n")
+    ax.set_ylabel(r"FP$/\max(n, n^2/d) - 1$")
+    d = ",".join(str(v) for v in sorted({s["d"] for s in sweep}))
+    tau = ",".join(f"{v:g}" for v in sorted({s.get("tau", SPHERE_SWEEP_TAU) for s in sweep}))
+    ax.set_title(f"sphere: n={min(ns)}..{max(ns)} points, d={d}, τ={tau}: FP → n²/d", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    legend_ax = axes[len(losses) + 1]
+    legend_ax.axis("off")
+    legend_ax.legend(list(handles.values()), list(handles), title="solver (same start)", loc="center")
+    for ax in axes[len(losses) + 2:]:
+        ax.set_visible(False)
+    return fig
+
+
 def run_ufm_demo(out_dir, *, console=None, seed: int = 0, solvers: tuple[str, ...] | None = None) -> list[dict]:
     """Solve the four UFM problems at their defaults, compare with the closed forms, print a rich
     table and write ``ufm_demo.json``, ``ufm_<loss>.png`` and ``ufm_demo.png`` to ``out_dir``.
 
     ``solvers`` restricts the solver comparison (default: all of :data:`SOLVERS`).  Returns the
     four L-BFGS results (dicts of :func:`nclab.ufm.run.solve`'s form)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from rich.console import Console
     from rich.table import Table
 
@@ -74,8 +126,8 @@ def run_ufm_demo(out_dir, *, console=None, seed: int = 0, solvers: tuple[str, ..
 
     sweep = []
     for n in SPHERE_SWEEP:
-        _, r = run_solver(make_problem("sphere", n_points=n, d=3, tau=5.0), "lbfgs", seed, gtol=DEMO_GTOL, metrics_every=0)
-        sweep.append({"n_points": n, "d": 3, "objective": r["objective"],
+        _, r = run_solver(make_problem("sphere", n_points=n, d=3, tau=SPHERE_SWEEP_TAU), "lbfgs", seed, gtol=DEMO_GTOL, metrics_every=0)
+        sweep.append({"n_points": n, "d": 3, "tau": SPHERE_SWEEP_TAU, "objective": r["objective"],
                       "frame_potential_excess": r["metrics"].get("frame_potential_excess")})
 
     # --- table -----------------------------------------------------------------------------------
@@ -117,26 +169,7 @@ def run_ufm_demo(out_dir, *, console=None, seed: int = 0, solvers: tuple[str, ..
                   "the others met the relative gradient test |grad f| <= gtol |f|/max(|x|, 1)", style="dim")
 
     # --- combined figure ----------------------------------------------------------------------------
-    fig, axes = plt.subplots(1, len(LOSSES) + 1, figsize=(4.2 * (len(LOSSES) + 1), 3.8))
-    for ax, loss in zip(axes, LOSSES):
-        for r in comparison[loss]:
-            its, gaps, label = gap_history(r)
-            ax.loglog([max(i, 1) for i in its], [max(g, 1e-17) for g in gaps], lw=1.3, label=r["solver"])
-        ax.set_title(f"{loss} (defaults)")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    ax = axes[-1]
-    ns = [s["n_points"] for s in sweep]
-    ax.semilogy(ns, [max(s["frame_potential_excess"], 1e-17) for s in sweep], "o-")
-    ax.set_xlabel("number of points n (d = 3, tau = 5)")
-    ax.set_ylabel(r"FP$/\max(n, n^2/d) - 1$")
-    ax.set_title("sphere: frame potential -> n^2/d")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ufm_demo.png", dpi=110)
-    plt.close(fig)
+    ufm_demo_figure(comparison, sweep).savefig(out_dir / "ufm_demo.png", dpi=110)
 
     summary = {
         "results": results,

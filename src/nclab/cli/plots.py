@@ -13,9 +13,15 @@ matplotlib).
   train/test accuracy, training loss, nc1 = Tr(Sigma_W Sigma_B^+)/K (log axis), equinorm of the
   centred class means (solid) and of the classifier rows (dashed), the max-angle measure of both,
   nc3 (self-duality), nc4 (classifier vs nearest class mean) and CDNV.  Each run directory written
-  by ``nclab train`` is one colour; the legend names it by its head and feature dimension (or by
-  ``labels``).  A fixed ETF classifier has equinorm/max-angle of W equal to 0 (up to rounding): on
-  a log axis its dashed line sits at the rounding floor or is absent.
+  by ``nclab train`` is one colour; the legend names it by its head and numeric feature dimension
+  (or by ``labels``, with d appended).  A fixed ETF classifier has equinorm/max-angle of W equal
+  to 0 (up to rounding): values below :data:`ROUNDING_FLOOR` are not drawn on the log axes (the
+  panel's legend says "0 (fixed)"), so the axes follow the measured curves.  Epoch ticks are
+  integers.
+
+Every ``plot_*`` writes a file; the ``*_figure`` beside it returns the
+:class:`matplotlib.figure.Figure` (tests read its axes, labels and lines).  Every panel has
+labelled x and y axes.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import math
 from pathlib import Path
 
 from nclab.cli.runlog import read_run_log as read_log  # tolerant: a bad line is skipped with a warning
-from nclab.nets.rundir import CONFIG
+from nclab.nets.rundir import CONFIG, SUMMARY
 from nclab.ufm.run import gap_history
 
-__all__ = ["plot_result", "plot_runs", "plot_starts", "plot_catalogue", "run_label", "PANELS"]
+__all__ = ["plot_result", "plot_runs", "runs_figure", "plot_starts", "starts_figure", "plot_catalogue",
+           "catalogue_figure", "run_label", "feature_dim", "PANELS", "ROUNDING_FLOOR"]
 
 
 def _metric_history(result: dict, name: str) -> tuple[list[int], list[float]]:
@@ -90,28 +97,70 @@ def plot_result(result: dict, path=None, *, axes=None, title: str | None = None)
     return fig
 
 
-#: (title, [(log key, line style)], y scale) of each panel, in order.
+#: (title, y label, [(log key, line style)], y scale) of each panel, in order.
 PANELS = (
-    ("accuracy (solid train, dashed test)", [("train_acc", "-"), ("test_acc", "--")], "linear"),
-    ("training loss", [("train_loss", "-")], "log"),
-    ("NC1: Tr(Σ_W Σ_B⁺)/K", [("nc1", "-")], "log"),
-    ("NC2 equinorm (solid means, dashed W)", [("nc2_equinorm_means", "-"), ("nc2_equinorm_W", "--")], "log"),
-    ("NC2 max-angle (solid means, dashed W)", [("nc2_maxangle_means", "-"), ("nc2_maxangle_W", "--")], "log"),
-    ("NC3: |W/|W| − M/|M||²", [("nc3", "-")], "log"),
-    ("NC4: classifier ≠ nearest mean", [("nc4", "-")], "symlog"),
-    ("CDNV", [("cdnv", "-")], "log"),
+    ("accuracy (solid train, dashed test)", "accuracy", [("train_acc", "-"), ("test_acc", "--")], "linear"),
+    ("training loss", "loss (training set, eval mode)", [("train_loss", "-")], "log"),
+    ("NC1: Tr(Σ_W Σ_B⁺)/K", "nc1", [("nc1", "-")], "log"),
+    ("NC2 equinorm (solid means, dashed W)", "std/mean of the norms",
+     [("nc2_equinorm_means", "-"), ("nc2_equinorm_W", "--")], "log"),
+    ("NC2 max-angle (solid means, dashed W)", "mean |cos + 1/(K−1)|",
+     [("nc2_maxangle_means", "-"), ("nc2_maxangle_W", "--")], "log"),
+    ("NC3: |W/|W| − M/|M||²", "nc3", [("nc3", "-")], "log"),
+    ("NC4: classifier ≠ nearest mean", "fraction of training samples", [("nc4", "-")], "symlog"),
+    ("CDNV", "cdnv", [("cdnv", "-")], "log"),
 )
+
+#: Values of the dimensionless NC2 measures at or below this are zero up to rounding (a fixed ETF
+#: classifier's W: about 1e-16 in float64, 1e-8 never); a log axis does not draw them.
+ROUNDING_FLOOR = 1e-12
+
+
+def _default_feature_dim(model: str | None) -> int | None:
+    """The backbone's own feature dimension when ``feature_dim`` is None, asked of the model code
+    (the ResNet is built on the meta device: no memory, no weights; the MLP's is its hidden width)."""
+    import inspect
+
+    from nclab.nets import backbones
+
+    if model == "resnet18":
+        import torch
+
+        with torch.device("meta"):
+            return int(backbones.resnet18_cifar().feature_dim)
+    if model == "mlp":
+        return int(inspect.signature(backbones.build_network).parameters["hidden"].default)
+    return None
+
+
+def feature_dim(run_dir: str | Path) -> int | None:
+    """The feature dimension d of a run: summary.json's (the built network's), else config.json's
+    ``feature_dim``, else the backbone's default for the config's model (512); None if unknown."""
+    run_dir = Path(run_dir)
+    try:
+        d = json.loads((run_dir / SUMMARY).read_text()).get("feature_dim")
+        if isinstance(d, int):
+            return d
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        cfg = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    d = cfg.get("feature_dim")
+    return int(d) if d is not None else _default_feature_dim(cfg.get("model", "resnet18"))
 
 
 def run_label(run_dir: str | Path) -> str:
-    """``"<head> d=<d>"`` from the run's config.json (the directory name if there is none)."""
+    """``"<head> d=<d> (<dir>)"`` from the run's config.json, d resolved by :func:`feature_dim`
+    (512 for the default backbone width; the directory name alone if there is no config)."""
     run_dir = Path(run_dir)
     try:
         cfg = json.loads((run_dir / CONFIG).read_text())
     except (OSError, ValueError):
         return run_dir.name
-    d = cfg.get("feature_dim")
-    return f"{cfg.get('head', '?')} d={'default' if d is None else d} ({run_dir.name})"
+    d = feature_dim(run_dir)
+    return f"{cfg.get('head', '?')} d={'?' if d is None else d} ({run_dir.name})"
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -124,12 +173,24 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 120) -> Path:
-    """Draw :data:`PANELS` for the runs in ``run_dirs`` into the image file ``out`` (PNG, PDF, SVG
-    by extension).  ``labels`` (one per run) overrides :func:`run_label`.  Returns ``out``.
+def _integer_epochs(ax, epochs) -> None:
+    """Epochs are integers: no 0.5 ticks on a short run.  The locator falls back to fractions when
+    fewer than two integers are in view, so a run of one or two epochs gets a wider x range."""
+    from matplotlib.ticker import MaxNLocator
 
-    Raises FileNotFoundError naming a directory without ``log.jsonl``, ValueError if no run has
-    an evaluated epoch or the labels do not match the runs."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and max(epochs) - min(epochs) < 2:
+        ax.set_xlim(min(epochs) - 1, max(epochs) + 1)
+
+
+def runs_figure(run_dirs, labels=None, title: str | None = None):
+    """The figure of :func:`plot_runs` (a :class:`matplotlib.figure.Figure`, not saved).
+
+    Every legend entry carries the run's numeric feature dimension d (:func:`feature_dim`; appended
+    to a given label that does not already say it).  On the NC2 panels (log axes) values at or
+    below :data:`ROUNDING_FLOOR` -- a fixed ETF classifier's W, exactly equinorm and equiangular --
+    are not drawn, so the axis range follows the measured curves; such a series is listed in the
+    panel's legend as "0 (fixed)"."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -141,7 +202,11 @@ def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 1
     logs = [[r for r in read_log(p) if "nc1" in r] for p in run_dirs]
     if not any(logs):
         raise ValueError(f"no evaluated epoch in {', '.join(map(str, run_dirs))}: nothing to plot")
-    labels = labels or [run_label(p) for p in run_dirs]
+    if labels is None:
+        labels = [run_label(p) for p in run_dirs]
+    else:
+        dims = [feature_dim(p) for p in run_dirs]
+        labels = [lab if d is None or f"d={d}" in lab else f"{lab}, d={d}" for lab, d in zip(labels, dims)]
 
     ncols = 4
     nrows = math.ceil(len(PANELS) / ncols)
@@ -149,21 +214,35 @@ def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 1
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     colors = [f"C{i % 10}" for i in range(len(run_dirs))]
-    for ax, (name, keys, scale) in zip(axes, PANELS):
+    epochs = [r["epoch"] for records in logs for r in records]
+    for ax, (name, ylabel, keys, scale) in zip(axes, PANELS):
+        nc2 = name.startswith("NC2")
+        fixed = []  # (label, color) of series that are 0 up to rounding throughout
         for records, label, color in zip(logs, labels, colors):
             for j, (key, style) in enumerate(keys):
                 xs, ys = _series(records, key)
+                if nc2 and xs and all(abs(y) <= ROUNDING_FLOOR for y in ys):
+                    fixed.append((label, color, style))
+                    continue
                 if scale == "log":
-                    xs, ys = [x for x, y in zip(xs, ys) if y > 0], [y for y in ys if y > 0]
+                    floor = ROUNDING_FLOOR if nc2 else 0.0
+                    xs, ys = [x for x, y in zip(xs, ys) if y > floor], [y for y in ys if y > floor]
                 if xs:
                     ax.plot(xs, ys, style, color=color, marker="." if len(xs) < 30 else None,
                             label=label if j == 0 else None)
+        if fixed:
+            handles = [ax.plot([], [], style, color=color, label=f"{label}: 0 (fixed)")[0]
+                       for label, color, style in fixed]
+            ax.legend(handles=handles, fontsize=7, loc="best", title="dashed W at 0, not drawn",
+                      title_fontsize=7)
         if scale == "symlog":
             ax.set_yscale("symlog", linthresh=1e-4)
         else:
             ax.set_yscale(scale)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        _integer_epochs(ax, epochs)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(PANELS):]:
         ax.set_visible(False)
@@ -171,10 +250,17 @@ def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 1
     fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), fontsize=9)
     if title:
         fig.suptitle(title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    return out
+    return fig
+
+
+def plot_runs(run_dirs, out, labels=None, title: str | None = None, dpi: int = 120) -> Path:
+    """Draw :data:`PANELS` for the runs in ``run_dirs`` into the image file ``out`` (PNG, PDF, SVG
+    by extension) (:func:`runs_figure`).  ``labels`` (one per run) overrides :func:`run_label`.
+    Returns ``out``.
+
+    Raises FileNotFoundError naming a directory without ``log.jsonl``, ValueError if no run has
+    an evaluated epoch or the labels do not match the runs."""
+    return _save(runs_figure(run_dirs, labels=labels, title=title), out, dpi=dpi)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +293,11 @@ def _save(fig, out, dpi: int = 120) -> Path:
 
 
 def plot_starts(survey: dict, out) -> Path:
+    """Write :func:`starts_figure` to ``out``; returns ``out``."""
+    return _save(starts_figure(survey), out)
+
+
+def starts_figure(survey: dict):
     """(a) of the survey: left, the fraction of random starts whose end point is a certified
     global minimiser, per problem and d, one bar per solver; right, the iterations of every run
     per solver (log axis; a capped gradient-descent run is an open marker)."""
@@ -257,10 +348,15 @@ def plot_starts(survey: dict, out) -> Path:
     ax1.set_title("iterations to convergence (or to the cap)", fontsize=10)
     ax1.legend(fontsize=8)
     ax1.grid(True, which="major", alpha=0.3)
-    return _save(fig, out)
+    return fig
 
 
 def plot_catalogue(survey: dict, out) -> Path:
+    """Write :func:`catalogue_figure` to ``out``; returns ``out``."""
+    return _save(catalogue_figure(survey), out)
+
+
+def catalogue_figure(survey: dict):
     """(b) of the survey: left, every catalogued point's relative objective gap (f - f*)/|f*|
     against the smallest eigenvalue of its Hessian (orbit deflated), coloured by kind (symlog
     axes: a strict saddle sits left of 0, a minimiser at lambda_min >= 0 and gap 0); right, the
@@ -309,4 +405,4 @@ def plot_catalogue(survey: dict, out) -> Path:
     ax1.set_ylabel("Hessian eigenvalue")
     ax1.legend(fontsize=8)
     ax1.grid(True, which="major", alpha=0.3)
-    return _save(fig, out)
+    return fig
