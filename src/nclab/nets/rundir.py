@@ -283,11 +283,15 @@ class RunDir:
             raise ValueError(f"cannot resume {self.path}: {path} is not readable ({type(err).__name__}); "
                              f"{CHECKPOINT} cannot be verified without it: restore both from a copy of the run, "
                              "or start a new run in another folder") from None
-        if not isinstance(seal, dict) or seal.get("format") != CHECKPOINT_FORMAT:
-            version = seal.get("format") if isinstance(seal, dict) else None
+        self._check_format(seal, path)
+        return seal
+
+    def _check_format(self, obj, path) -> None:
+        """Refuse a seal or checkpoint of another format version (one message for both)."""
+        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+            version = obj.get("format") if isinstance(obj, dict) else None
             raise ValueError(f"cannot resume {self.path}: {path} has format version {version!r}, this nclab "
                              f"reads version {CHECKPOINT_FORMAT}; resume with the nclab that wrote the run")
-        return seal
 
     def resume_state(self, *, need_config: bool = True) -> ResumeState:
         """Verify the run folder and read the checkpoint (weights only), changing no file.
@@ -333,10 +337,7 @@ class RunDir:
             raise ValueError(f"cannot resume {self.path}: {ck} matches its seal but cannot be loaded as "
                              f"weights only ({type(err).__name__}: it may carry pickled code, which is never "
                              "run); start a new run in another folder") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            version = state.get("format") if isinstance(state, dict) else None
-            raise ValueError(f"cannot resume {self.path}: {ck} has format version {version!r}, this nclab "
-                             f"reads version {CHECKPOINT_FORMAT}; resume with the nclab that wrote the run")
+        self._check_format(state, ck)
         epoch = int(state["epoch"])
         if epoch != match.get("epoch"):
             raise ValueError(f"cannot resume {self.path}: {ck} holds epoch {epoch} but {SEAL} says "
