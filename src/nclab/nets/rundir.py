@@ -39,6 +39,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -80,14 +81,37 @@ def _dumps(record: dict) -> str:
     return json.dumps(json_ready(record), allow_nan=False)
 
 
-def read_log(run_dir: str | Path) -> list[dict]:
-    """The records of ``run_dir/log.jsonl``, in epoch order.  FileNotFoundError (saying what was
-    expected) when there is none."""
+def read_log(run_dir: str | Path, on_bad_line: Callable[[str], None] | None = None) -> list[dict]:
+    """The epoch records of ``run_dir/log.jsonl``, in file order: the one reader of the log.
+
+    An unfinished last line (no newline after it: an append was interrupted) is ignored.  Any
+    other line that is not a JSON object with an integer ``epoch`` raises ValueError naming the
+    file and the line -- or, with ``on_bad_line`` (figures of a damaged run), is skipped after
+    ``on_bad_line(message)``.  FileNotFoundError (saying what was expected) when there is no log."""
     path = Path(run_dir) / LOG
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path}; is {run_dir} a directory written by `nclab train`?")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    lines = path.read_text(errors="replace").split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if i == len(lines):  # no newline after it: the append was interrupted
+                continue
+            problem = f"not valid JSON ({getattr(err, 'msg', err)} at column {getattr(err, 'colno', '?')})"
+        else:
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+                records.append(record)
+                continue
+            problem = "not an epoch record (no integer 'epoch')"
+        if on_bad_line is None:
+            raise ValueError(f"{path} line {i}: {problem}; restore the log from a copy of the run, or start a "
+                             "new run in another folder")
+        on_bad_line(f"{path} line {i}: {problem}; line skipped")
+    return records
 
 
 def _rng_state() -> dict:
@@ -211,35 +235,12 @@ class RunDir:
         if not self.has_log():
             atomic_write(self.path / LOG, b"")
             return
-        records = self._verified_log()
+        records = read_log(self.path)
         keep = [r for r in records if r["epoch"] <= last_epoch]
         text = (self.path / LOG).read_bytes()
         new = "".join(_dumps(r) + "\n" for r in keep).encode()
         if len(keep) != len(records) or not text.endswith(b"\n") and text.strip():
             atomic_write(self.path / LOG, new)
-
-    def _verified_log(self) -> list[dict]:
-        """The log's records; an unfinished last line (a crash while appending) is ignored, any
-        other unreadable line or a record without an integer epoch is refused."""
-        path = self.path / LOG
-        text = path.read_text(errors="replace")
-        lines = text.split("\n")
-        records = []
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                if i == len(lines):  # no newline after it: the append was interrupted
-                    continue
-                raise ValueError(f"{path}, line {i}, is not JSON; restore the log from a copy of the run, or "
-                                 "start a new run in another folder") from None
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-                raise ValueError(f"{path}, line {i}, is not an epoch record; restore the log from a copy of "
-                                 "the run, or start a new run in another folder")
-            records.append(record)
-        return records
 
     # -- checkpoint.pt ---------------------------------------------------------------------
 
@@ -305,7 +306,7 @@ class RunDir:
         else:
             config = self.read_config()
         ck = self.path / CHECKPOINT
-        log = self._verified_log() if self.has_log() else []
+        log = read_log(self.path) if self.has_log() else []
         epochs = [r["epoch"] for r in log]
         if not ck.is_file():
             if epochs:
