@@ -30,8 +30,9 @@ import json
 import math
 from pathlib import Path
 
+from nclab.cli.runlog import read_run_config
 from nclab.cli.runlog import read_run_log as read_log  # tolerant: a bad line is skipped with a warning
-from nclab.nets.rundir import CONFIG, SUMMARY
+from nclab.nets.rundir import SUMMARY
 from nclab.ufm.run import gap_history
 
 __all__ = ["plot_result", "plot_runs", "runs_figure", "plot_starts", "starts_figure", "plot_catalogue",
@@ -133,6 +134,10 @@ def _default_feature_dim(model: str | None) -> int | None:
     return None
 
 
+def _quiet(message: str) -> None:
+    """Swallow a reader's message (the command warned once already)."""
+
+
 def feature_dim(run_dir: str | Path) -> int | None:
     """The feature dimension d of a run: summary.json's (the built network's), else config.json's
     ``feature_dim``, else the backbone's default for the config's model (512); None if unknown."""
@@ -143,9 +148,8 @@ def feature_dim(run_dir: str | Path) -> int | None:
             return d
     except (OSError, ValueError, AttributeError):
         pass
-    try:
-        cfg = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError):
+    cfg = read_run_config(run_dir, on_error=_quiet)  # plot_command has warned about a bad config
+    if cfg is None:
         return None
     d = cfg.get("feature_dim")
     return int(d) if d is not None else _default_feature_dim(cfg.get("model", "resnet18"))
@@ -155,9 +159,8 @@ def run_label(run_dir: str | Path) -> str:
     """``"<head> d=<d> (<dir>)"`` from the run's config.json, d resolved by :func:`feature_dim`
     (512 for the default backbone width; the directory name alone if there is no config)."""
     run_dir = Path(run_dir)
-    try:
-        cfg = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError):
+    cfg = read_run_config(run_dir, on_error=_quiet)
+    if cfg is None:
         return run_dir.name
     d = feature_dim(run_dir)
     return f"{cfg.get('head', '?')} d={'?' if d is None else d} ({run_dir.name})"

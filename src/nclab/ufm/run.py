@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from nclab._validation import check_int, check_real, check_seed
+from nclab._validation import check_seed
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
 from nclab.ufm.optim import SOLVERS, get_solver
@@ -127,11 +127,10 @@ def run_solver(
     seed = check_seed(seed)
     if "tol" in solver_options:
         raise ValueError("tol is now called gtol (the relative gradient tolerance, as in the solvers and the CLI's --gtol)")
-    opts = dict(solver_options)
-    if gtol is not None:
-        opts["gtol"] = check_real("gtol", gtol, nonnegative=True)
-    if max_iter is not None:
-        opts["max_iter"] = check_int("max_iter", max_iter, minimum=0)
+    opts = dict(solver_options)  # validated once, by the solver (nclab.ufm.optim.stopping)
+    for key, value in (("gtol", gtol), ("max_iter", max_iter)):
+        if value is not None:
+            opts[key] = value
     opts["metrics_every"] = metrics_every
     if callback is not None:
         opts["callback"] = callback

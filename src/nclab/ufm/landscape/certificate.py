@@ -6,7 +6,7 @@ Batch-first (nclab's convention; REFERENCE.md writes Z = W H, its transpose):
 
     f(W, H, b) = L(Z) + lw/2 |W|_F^2 + lh/2 |H|_F^2 (+ lb/2 |b|^2),   Z = H W^T + 1 b^T  (N x K),
 
-and ``G = grad_Z L`` (N x K) is what the problem already caches (state ``"G"``: ``(P - Y)/N`` for
+and ``G = grad_Z L`` (N x K) is what the problem already caches (``problem.logit_gradient(x)``: ``(P - Y)/N`` for
 CE, ``(Z - Y)/N`` for MSE).  Then ``grad_W = G^T H + lw W`` and ``grad_H = G W + lh H``, so at a
 critical point
 
@@ -173,8 +173,7 @@ def certificate(problem, x) -> Certificate:
     if problem.d < need:
         return Certificate(False, f"d = {problem.d} < {need} (the rank of the convex minimiser): a failing "
                                   "certificate would not mean a non-global point")
-    state = problem._state(x)
-    G = state["G"]
+    G = problem.logit_gradient(x)
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)  # G = U diag(S) Vh: v = U[:, 0] (N), u = Vh[0] (K)
     sigma = float(S[0])
     v, u = U[:, 0], Vh[0]
@@ -182,7 +181,7 @@ def certificate(problem, x) -> Certificate:
         u, v = -u, -v
     thr = math.sqrt(problem.lw * problem.lh)
     g = problem.rgrad(x)
-    f = abs(float(state["cost"]))
+    f = abs(problem.cost(x))
     rel_grad = _norm(g) * max(_norm(x), 1.0) / max(f, 1e-300)
     tol = 1e2 * _EPS * math.sqrt(problem.K) + min(rel_grad, REL_GRAD_CAP)
     ratio = sigma / thr

@@ -103,17 +103,15 @@ def ce_label_gradient(P: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
     return P.mul_(scale)
 
 
-def _softmax_hvp(P: torch.Tensor, dZ: torch.Tensor, pivot: torch.Tensor | None = None) -> torch.Tensor:
+def _softmax_hvp(P: torch.Tensor, dZ: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
     """Row-wise softmax Jacobian applied to dZ: ``(diag(P) - P P^T) dZ`` per row.
 
     The Jacobian annihilates constant rows, so dZ is first shifted by its pivot entry,
     ``Delta = dZ - dZ_{j*} 1``, and the product is ``P * (Delta - <P, Delta>)``: ``<P, Delta>``
     then only sums the small off-pivot terms, and the pivot's entry ``-P_{j*} <P, Delta>`` is formed
     without the cancellation of ``P_{j*} (dZ_{j*} - <P, dZ>)`` (whose two terms agree to ~1/CE
-    digits in the collapsed regime).  Without ``pivot`` the textbook form is used."""
-    if pivot is None:
-        PdZ = P * dZ
-        return PdZ - P * PdZ.sum(dim=1, keepdim=True)
+    digits in the collapsed regime).  ``pivot`` is the row maxima's index of
+    :func:`stable_cross_entropy`."""
     rows = torch.arange(dZ.shape[0], device=dZ.device)
     Delta = dZ - dZ[rows, pivot][:, None]
     c = (P * Delta).sum(dim=1, keepdim=True)
@@ -131,6 +129,11 @@ class _LogitProblem(UFMProblem):
     _scale: float = 1.0  # s (tau for the normalized UFM)
     lw = lh = lb = 0.0
     has_bias = False
+
+    def logit_gradient(self, x) -> torch.Tensor:
+        """``G = dL/dZ`` at x (N x K), the gradient of the data term in the logits, cached per point
+        (the landscape certificate's ``grad_Z L``).  Not a copy: do not modify it."""
+        return self._state(x)["G"]
 
     def _setup_labels(self, class_sizes: torch.Tensor) -> None:
         self.class_sizes = class_sizes
