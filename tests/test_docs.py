@@ -30,7 +30,8 @@ def _expectations(script: Path) -> list[str]:
 def _env() -> dict:
     src = str(REPO / "src")
     old = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": src + (os.pathsep + old if old else "")}
+    # one intra-op thread, as every xdist worker of the suite has (conftest.py)
+    return {**os.environ, "PYTHONPATH": src + (os.pathsep + old if old else ""), "OMP_NUM_THREADS": "1"}
 
 
 def test_there_are_tutorials_and_each_has_its_page():
@@ -43,12 +44,12 @@ def test_there_are_tutorials_and_each_has_its_page():
         assert _expectations(script), f"{script.name} states no '# expect: REGEX' line"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_and_prints_what_it_claims(script, tmp_path):
     # run from another folder so that a script relying on the checkout's working directory fails
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True,
-                         text=True, timeout=110)
+                         text=True, timeout=280)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     for pattern in _expectations(script):
         assert re.search(pattern, res.stdout, re.M), f"{script.name}: no output line matches {pattern!r}:\n{res.stdout}"
@@ -89,8 +90,10 @@ def test_the_site_builds_strict_and_offline(tmp_path):
                          cwd=REPO, env={**_env(), "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True,
                          timeout=170)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    index = (site / "index.html").read_text()
-    assert "fonts.googleapis" not in index and "fonts.gstatic" not in index  # no network needed to read it
+    # nothing is fetched when the site is read: no web fonts, no external scripts or style sheets
+    for page in site.rglob("*.html"):
+        remote = re.findall(r'<(?:script|link)[^>]*(?:src|href)="(?:https?:)?//[^"]*"', page.read_text())
+        assert not remote, (page.name, remote)
     for page in ["getting-started", "api/metrics", "api/ufm_problems"] + [
             f"tutorials/{p.stem}" for p in TUTORIALS]:
         assert (site / f"{page}.html").is_file(), page

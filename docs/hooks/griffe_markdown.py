@@ -17,7 +17,9 @@ Rewrites, in this order (each works on lines, outside fenced blocks):
 3. ``Title`` over a ``-----`` underline -> a bold paragraph ``**Title**``.
 4. Items: a line ``name : text`` in a section, or a ``term`` line followed by lines indented by
    4 or more -> a list item (``- name: text``), its indented lines continued under it.
-5. reST roles (``:func:``, ``:class:``, ``:meth:``, ``:mod:``, ``:data:``, ``:attr:``, ``:exc:``,
+5. A ``*`` outside code that is not part of an intended ``*emphasis*`` (the ``m*`` of a formula)
+   is escaped, so two of them do not turn the text between into italics.
+6. reST roles (``:func:``, ``:class:``, ``:meth:``, ``:mod:``, ``:data:``, ``:attr:``, ``:exc:``,
    ``:obj:``) -> an optional autorefs cross-reference: a link when the target is documented on
    the site, plain code otherwise (never a warning).
 """
@@ -194,6 +196,55 @@ def _roles(text: str, obj: griffe.Object) -> str:
     return ROLE.sub(repl, text)
 
 
+CODE_SPAN = re.compile(r"(`+)(?:.+?)\1")
+EMPHASIS = re.compile(r"\*\*(?=\S).+?(?<=\S)\*\*|(?<![\w*])\*(?=\w)[^*]+?(?<=\w)\*(?![\w*])")
+
+
+def _escape_stars(line: str) -> str:
+    """Escape every ``*`` of a formula (``m*``, ``rho*|``, ``2 * x``) so that Markdown does not read
+    two of them as emphasis; intended ``*word*``, ``**bold**``, list bullets and code stay."""
+    bullet = re.match(r"^\s*\* ", line)
+    head, line = (line[: bullet.end()], line[bullet.end():]) if bullet else ("", line)
+    out, pos = [], 0
+    for code in CODE_SPAN.finditer(line):
+        out.append(_escape_outside_emphasis(line[pos:code.start()]))
+        out.append(code.group(0))
+        pos = code.end()
+    out.append(_escape_outside_emphasis(line[pos:]))
+    return head + "".join(out)
+
+
+def _escape_outside_emphasis(text: str) -> str:
+    out, pos = [], 0
+    for em in EMPHASIS.finditer(text):
+        out.append(text[pos:em.start()].replace("*", "\\*"))
+        out.append(em.group(0))
+        pos = em.end()
+    out.append(text[pos:].replace("*", "\\*"))
+    return "".join(out)
+
+
+def _indented_code(lines: list[str]) -> list[bool]:
+    """Which lines Markdown reads as an indented code block (4 spaces past the enclosing list's
+    content, after a blank line or more code)."""
+    flags, in_list, prev_blank, prev_code = [], False, True, False
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            flags.append(prev_code)
+            prev_blank = True
+            continue
+        indent = _indent(line)
+        if indent == 0 and LIST_START.match(stripped):
+            in_list = True
+        elif indent == 0 and prev_blank:
+            in_list = False
+        code = indent >= (8 if in_list else 4) and (prev_blank or prev_code)
+        flags.append(code)
+        prev_blank, prev_code = False, code
+    return flags
+
+
 def _split_fences(lines: list[str]):
     """Alternate runs of (text lines, fenced-code lines), so rewrites skip code."""
     run, fenced, inside = [], [], False
@@ -222,7 +273,9 @@ def to_markdown(text: str, obj: griffe.Object) -> str:
         if is_code:
             out.extend(run)
         else:
-            out.extend(_roles(line, obj) for line in _sections_and_items(_tables(run)))
+            converted = _sections_and_items(_tables(run))
+            out.extend(_roles(line if code else _escape_stars(line), obj)
+                       for line, code in zip(converted, _indented_code(converted)))
     return "\n".join(out)
 
 
