@@ -110,3 +110,42 @@ def test_the_site_builds_strict_and_offline(tmp_path):
                                if line.startswith(("import ", "from ")))
         words = re.findall(r"\w+", first_code_line)
         assert all(w in html for w in words), (script.name, first_code_line)
+
+
+def test_the_docstring_converter_on_each_construct():
+    """docs/hooks/griffe_markdown.py: reST tables, sections, items, doctests and roles -> Markdown."""
+    griffe = pytest.importorskip("griffe")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_markdown", DOCS / "hooks" / "griffe_markdown.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    module = griffe.Module("demo")
+    text = "\n".join([
+        "Summary with :func:`~nclab.geometry.simplex_etf` and m* = log(1/beta) and m* again.",
+        "",
+        "=========  ======================",
+        "name       what",
+        "=========  ======================",
+        "``a|b``    first row, |x|, which",
+        "           continues here",
+        "=========  ======================",
+        "",
+        "Parameters",
+        "----------",
+        "K : classes (>= 2).",
+        "tau : temperature,",
+        "    positive.",
+        "",
+        "Example",
+        "-------",
+        ">>> r['a']['b']",
+        "1",
+    ])
+    md = conv.to_markdown(text, module)
+    assert '<autoref identifier="nclab.geometry.simplex_etf" optional><code>simplex_etf()</code></autoref>' in md
+    assert "m\\* = log(1/beta) and m\\* again" in md  # no italics between the two stars
+    assert "| name | what |\n|---|---|\n| ``a|b`` | first row, \\|x\\|, which continues here |" in md
+    assert "**Parameters**" in md and "- `K`: classes (>= 2)." in md and "- `tau`: temperature,\n    positive." in md
+    assert "**Example**" in md and "```pycon\n>>> r['a']['b']\n1\n```" in md
+    assert "----" not in md and ":func:" not in md

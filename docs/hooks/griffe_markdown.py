@@ -99,7 +99,7 @@ def _tables(lines: list[str]) -> list[str]:
         header, body = (blocks[0], [r for b in blocks[1:] for r in b]) if len(blocks) > 1 else (None, blocks[0] if blocks else [])
 
         def row(cells):
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(_escape_pipes(c) for c in cells) + " |"
 
         if out and out[-1].strip():
             out.append("")
@@ -110,6 +110,15 @@ def _tables(lines: list[str]) -> list[str]:
         out.append("")
         i = j
     return out
+
+
+def _escape_pipes(cell: str) -> str:
+    """A table cell's ``|`` escaped, except inside code spans (where Markdown keeps them anyway)."""
+    out, pos = [], 0
+    for code in CODE_SPAN.finditer(cell):
+        out += [cell[pos:code.start()].replace("|", "\\|"), code.group(0)]
+        pos = code.end()
+    return "".join(out) + cell[pos:].replace("|", "\\|")
 
 
 def _sections_and_items(lines: list[str]) -> list[str]:
