@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nclab-installed
 DEMO_OUT ?= results/demo
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench docs
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/metrics.py
+
+# The documentation site (mkdocs.yml) into site/, warnings as errors; the docs extra comes with .[test].
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
