@@ -51,7 +51,7 @@ def _collate(features):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def test_trainer_callback_on_a_tiny_gpt2_equals_the_shifted_unpadded_hidden_states(tmp_path):
+def test_trainer_callback_on_a_tiny_gpt2_equals_the_shifted_unpadded_hidden_states(tmp_path, one_thread):
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
     from nclab.integrations.hf import NeuralCollapseCallback

@@ -37,7 +37,7 @@ def test_missing_lightning_gives_a_one_line_install_hint():
                     "pip install 'nclab[lightning]'"), res.stderr[-2000:]
 
 
-def test_trainer_logs_every_metric_to_csv_and_tensorboard(data_dir, tmp_path):
+def test_trainer_logs_every_metric_to_csv_and_tensorboard(data_dir, tmp_path, one_thread):
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
