@@ -271,3 +271,41 @@ def test_bad_arguments_name_the_fix():
     # a batch_fn reads any batch layout
     res = track(net, [{"x": xb, "y": yb} for xb, yb in loader], batch_fn=lambda b: (b["x"], b["y"]))
     assert res.num_samples == 120
+
+
+def test_autocast_bfloat16_features_are_measured_exactly():
+    net, loader = mlp(), mlp_data()
+    amp = torch.autocast("cpu", dtype=torch.bfloat16)
+    res = track(net, loader, nc4=True, autocast=amp)
+    net.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = torch.cat([net[:3](xb) for xb, _ in loader])
+    assert feats.dtype == torch.bfloat16
+    y = torch.cat([b[1] for b in loader])
+    want = reference_metrics(feats.double().numpy(), y.numpy(), 4, net[3].weight.detach().double().numpy(),
+                             net[3].bias.detach().double().numpy())
+    assert_metrics_equal(res, want)
+
+
+@pytest.mark.gpu
+def test_resnet18_on_the_gpu_under_bf16_autocast():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None, num_classes=10).cuda()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, 32, 32, generator=g)
+    y = torch.randperm(200, generator=g) % 10
+    loader = list(zip(x.split(50), y.split(50)))  # on the CPU: the tracker moves inputs to the model
+    tracker = NeuralCollapseTracker(net, nc4=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        res = tracker.run(loader)
+    assert tracker.stats.device.type == "cuda" and no_hooks(net)
+    net.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        body = nn.Sequential(*list(net.children())[:-1], nn.Flatten())
+        feats = torch.cat([body(xb.cuda()) for xb, _ in loader])
+    assert feats.dtype == torch.bfloat16
+    want = reference_metrics(feats.double().cpu().numpy(), y.numpy(), 10, net.fc.weight.detach().double().cpu().numpy(),
+                             net.fc.bias.detach().double().cpu().numpy())
+    assert_metrics_equal(res, want)
