@@ -309,3 +309,20 @@ def test_resnet18_on_the_gpu_under_bf16_autocast():
     want = reference_metrics(feats.double().cpu().numpy(), y.numpy(), 10, net.fc.weight.detach().double().cpu().numpy(),
                              net.fc.bias.detach().double().cpu().numpy())
     assert_metrics_equal(res, want)
+
+
+def test_manual_loop_with_the_nc4_pass_equals_run():
+    net, loader = mlp(), mlp_data()
+    want = track(net, loader, nc4=True)
+    tracker = NeuralCollapseTracker(net)
+    with tracker:
+        for xb, yb in loader:
+            tracker.update(xb, yb)
+        tracker.begin_nc4()
+        for xb, yb in loader:
+            tracker.update(xb, yb)
+        res = tracker.compute()
+    assert res == want and tracker.compute() == want  # computing twice is harmless
+    assert tracker.counter.total == 120 and tracker.counter.ncc_accuracy is not None
+    with pytest.raises(ValueError, match="call reset"):
+        tracker.update(*loader[0])

@@ -350,6 +350,7 @@ class NeuralCollapseTracker:
         """Forget every sample (a new pass starts)."""
         self.stats = NCStats(self.num_classes, device=self.device)
         self._counter = None
+        self._counter_synced = False
         self._remap = None
         self._synced = False
         self._labels = None
@@ -384,8 +385,8 @@ class NeuralCollapseTracker:
     def update(self, inputs, labels) -> "NeuralCollapseTracker":
         """Run the model on ``inputs`` (no gradients, eval mode) and add the features of
         ``layer`` with ``labels`` to the statistics (to the nc4 counter after :meth:`begin_nc4`)."""
-        if self._synced and self._counter is None:
-            raise ValueError("the statistics are already computed; call reset() before feeding more batches")
+        if (self._synced and self._counter is None) or self._counter_synced:
+            raise ValueError("the metrics are already computed; call reset() before feeding more batches")
         params = next(self.model.parameters(), None)
         inputs = _move(inputs, None if params is None else params.device)
         self._labels = labels
@@ -459,8 +460,9 @@ class NeuralCollapseTracker:
         W, b = self.head()
         res = self.stats.compute(W, b, weighted_mean=self.weighted_mean, empty=self.empty)
         if self._counter is not None:
-            if self.sync:
+            if self.sync and not self._counter_synced:
                 self._counter.sync()
+                self._counter_synced = True
             res = res.with_nc4(self._counter.compute())
         return res
 
