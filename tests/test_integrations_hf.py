@@ -69,11 +69,13 @@ def test_trainer_callback_on_a_tiny_gpt2_equals_the_shifted_unpadded_hidden_stat
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, num_train_epochs=2,
                              per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=1e-3,
                              save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-                             seed=0)
+                             eval_strategy="epoch", seed=0)
     recorder = Recorder()
-    trainer = Trainer(model=model, args=args, train_dataset=_sequences(), data_collator=_collate,
+    data = _sequences()
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, data_collator=_collate,
                       callbacks=[recorder])
     cb = NeuralCollapseCallback.attach(trainer, every_n_epochs=1, nc4=True)
+    at_eval = NeuralCollapseCallback.attach(trainer, every_n_epochs=None, at_evaluate=True, loader="eval", nc4=True)
     trainer.train()
     assert all(not m._forward_pre_hooks for m in model.modules())
 
@@ -104,6 +106,11 @@ def test_trainer_callback_on_a_tiny_gpt2_equals_the_shifted_unpadded_hidden_stat
     assert len(seen) == 2
     for name in METRIC_NAMES:
         assert logged[-1][f"nc/{name}"] == seen[-1][f"nc/{name}"] == getattr(res, name)
+    # after each evaluation, on the evaluation set (here the same sequences, the same weights)
+    evals = [r for r in trainer.state.log_history if "eval_nc/nc1" in r]
+    assert len(evals) == 2 and at_eval.metrics == res
+    for name in METRIC_NAMES:
+        assert evals[-1][f"eval_nc/{name}"] == getattr(res, name)
 
 
 def test_the_callback_needs_its_trainer_and_valid_arguments():
