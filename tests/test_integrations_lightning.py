@@ -105,3 +105,39 @@ def test_bad_arguments_name_the_fix():
         NeuralCollapseCallback(every_n_epochs=0)
     with pytest.raises(ValueError, match="loader must be 'train', 'val' or a DataLoader"):
         NeuralCollapseCallback(loader="test")
+
+
+def test_schedule_and_the_validation_loader_without_a_trainer_run():
+    """The callback's own logic with stand-ins for the Trainer: it measures on epochs n, 2n, ...
+    only, on the first validation loader, and hands pl_module.log_dict the prefixed metrics."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from nclab.integrations.lightning import NeuralCollapseCallback
+    from nclab.track import track
+
+    class Module(nn.Sequential):
+        def __init__(self):
+            torch.manual_seed(0)
+            super().__init__(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+            self.logged = []
+
+        def log_dict(self, values, **kwargs):
+            self.logged.append((values, kwargs))
+
+    g = torch.Generator().manual_seed(0)
+    val = [(torch.randn(12, 5, generator=g), torch.arange(12) % 3) for _ in range(2)]
+    module = Module()
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, train_dataloader=None, val_dataloaders=[val],
+                              precision_plugin=SimpleNamespace(forward_context=nullcontext))
+    cb = NeuralCollapseCallback(every_n_epochs=2, loader="val", prefix="val_nc/")
+    for epoch in range(4):
+        trainer.current_epoch = epoch
+        cb.on_train_epoch_end(trainer, module)
+    assert len(module.logged) == 2  # after epochs 2 and 4 (current_epoch 1 and 3)
+    values, kwargs = module.logged[-1]
+    assert kwargs == {"on_step": False, "on_epoch": True, "sync_dist": False}
+    want = track(module, val).as_dict()
+    assert values == {f"val_nc/{k}": v for k, v in want.items() if v is not None}
+    with pytest.raises(ValueError, match="no single train loader"):
+        NeuralCollapseCallback(loader="train").on_train_epoch_end(trainer, module)
