@@ -58,7 +58,7 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
 
 import torch
@@ -475,7 +475,7 @@ class NeuralCollapseTracker:
         """All metrics over ``loader`` (a DataLoader or any iterable of batches): one pass into
         the statistics and, with ``nc4``, a second one for nc4.  Hooks and the model's modes are
         restored afterwards, also on an exception."""
-        if self.nc4 and iter(loader) is loader:
+        if self.nc4 and isinstance(loader, Iterator):  # (iter() on a DataLoader would start its workers)
             raise ValueError("nc4 needs a second pass over the data: pass a DataLoader or a list, not an iterator")
         self.reset()
         with self:
