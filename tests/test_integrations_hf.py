@@ -84,7 +84,8 @@ def test_trainer_callback_on_a_tiny_gpt2_equals_the_shifted_unpadded_hidden_stat
     feats, labels = [], []
     with torch.no_grad():
         for batch in trainer.get_test_dataloader(trainer.train_dataset):
-            h = model.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            out = model.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            h = out.last_hidden_state
             lab = batch["labels"][:, 1:]
             keep = lab != -100
             feats.append(h[:, :-1][keep])

@@ -209,7 +209,9 @@ class NeuralCollapseTracker:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a function of the number of rows, got {type(progress).__name__}")
         self.batch_fn, self.progress = batch_fn, progress
-        self.shift_labels = is_causal_lm(self.model) if shift_labels is None else check_bool("shift_labels", shift_labels)
+        if shift_labels is None:
+            shift_labels = is_causal_lm(self.model)
+        self.shift_labels = check_bool("shift_labels", shift_labels)
         self.device = None if device is None else torch.device(device)
         self.layer_name, self.layer = self._resolve_layer(layer)
         self._classifier = self._resolve_classifier(classifier)
@@ -217,7 +219,8 @@ class NeuralCollapseTracker:
         if num_classes is not None:
             num_classes = check_num_classes(num_classes)
             if K is not None and num_classes != K:
-                raise ValueError(f"num_classes={num_classes} disagrees with the classifier's {K} rows; drop one of them")
+                raise ValueError(
+                    f"num_classes={num_classes} disagrees with the classifier's {K} rows; drop one of them")
             K = num_classes
         if K is None:
             raise ValueError("num_classes is needed when there is no classifier; pass num_classes=K")
@@ -237,7 +240,8 @@ class NeuralCollapseTracker:
                 return layer, self.model.get_submodule(layer)
             except AttributeError:
                 names = [n for n, _ in self.model.named_modules() if n][-8:]
-                raise ValueError(f"layer={layer!r} is not a submodule of the model; its last modules are {names}") from None
+                raise ValueError(
+                    f"layer={layer!r} is not a submodule of the model; its last modules are {names}") from None
         if isinstance(layer, nn.Module):
             for name, m in self.model.named_modules():
                 if m is layer:
@@ -404,7 +408,8 @@ class NeuralCollapseTracker:
             finally:
                 self._labels = None
         if self._rows is None:
-            raise ValueError(f"layer {self.layer_name!r} did not run in the forward pass; pick the layer that computes the features")
+            raise ValueError(f"layer {self.layer_name!r} did not run in the forward pass; "
+                             "pick the layer that computes the features")
         if self.progress is not None:
             self.progress(self._rows)
         return self
