@@ -326,3 +326,22 @@ def test_manual_loop_with_the_nc4_pass_equals_run():
     assert tracker.counter.total == 120 and tracker.counter.ncc_accuracy is not None
     with pytest.raises(ValueError, match="call reset"):
         tracker.update(*loader[0])
+
+
+def test_a_loader_that_changes_between_the_passes_is_refused():
+    net, loader = mlp(), mlp_data()
+
+    class Shifting:
+        """First pass: classes 0-2 only; second pass: every class."""
+
+        def __init__(self):
+            self.passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            for xb, yb in loader:
+                yield (xb, yb) if self.passes > 1 else (xb[yb < 3], yb[yb < 3])
+
+    with pytest.raises(ValueError, match="same data both times"):
+        track(net, Shifting(), nc4=True, empty="drop")
+    assert no_hooks(net)

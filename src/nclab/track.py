@@ -319,7 +319,11 @@ class NeuralCollapseTracker:
         if self._counter is None:
             self.stats.update(h, y)
         else:
-            self._counter.update(h, self._remap[y])
+            y = self._remap[y]
+            if y.numel() and int(y.min()) < 0:
+                raise ValueError("the nc4 pass met a class that had no sample in the first pass: "
+                                 "the loader must yield the same data both times (no random subsets)")
+            self._counter.update(h, y)
         self._rows = h.shape[0]
         if self.early_exit:
             raise _Captured
