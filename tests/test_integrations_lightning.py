@@ -136,7 +136,7 @@ def test_schedule_and_the_validation_loader_without_a_trainer_run():
         cb.on_train_epoch_end(trainer, module)
     assert len(module.logged) == 2  # after epochs 2 and 4 (current_epoch 1 and 3)
     values, kwargs = module.logged[-1]
-    assert kwargs == {"on_step": False, "on_epoch": True, "sync_dist": False}
+    assert kwargs == {"on_step": False, "on_epoch": True, "sync_dist": True, "reduce_fx": "max"}
     want = track(module, val).as_dict()
     assert values == {f"val_nc/{k}": v for k, v in want.items() if v is not None}
     with pytest.raises(ValueError, match="no single train loader"):

@@ -90,4 +90,7 @@ class NeuralCollapseCallback(_pl.Callback):
         data = self._data(trainer)
         with preserved_rng(), trainer.precision_plugin.forward_context():
             self.metrics = track(pl_module, data, self.layer, nc4=self.nc4, **self.tracker_kwargs)
-        pl_module.log_dict(metric_logs(self.metrics, self.prefix), on_step=False, on_epoch=True, sync_dist=False)
+        # Every rank holds the same synced numbers: the max over ranks is each of them, exactly (and
+        # sync_dist keeps Lightning from warning about unsynced epoch-level values).
+        pl_module.log_dict(metric_logs(self.metrics, self.prefix), on_step=False, on_epoch=True,
+                           sync_dist=True, reduce_fx="max")
