@@ -125,3 +125,15 @@ def test_the_callback_needs_its_trainer_and_valid_arguments():
         NeuralCollapseCallback(loader="val")
     with pytest.raises(ValueError, match="transformers.Trainer"):
         NeuralCollapseCallback(trainer=object())
+
+
+def test_doctests():
+    import doctest
+
+    import nclab.integrations
+    import nclab.integrations.hf
+
+    for mod in (nclab.integrations, nclab.integrations.hf):
+        res = doctest.testmod(mod)
+        assert res.failed == 0, mod.__name__
+    assert doctest.testmod(nclab.integrations.hf).attempted > 0

@@ -141,3 +141,15 @@ def test_schedule_and_the_validation_loader_without_a_trainer_run():
     assert values == {f"val_nc/{k}": v for k, v in want.items() if v is not None}
     with pytest.raises(ValueError, match="no single train loader"):
         NeuralCollapseCallback(loader="train").on_train_epoch_end(trainer, module)
+
+
+def test_doctests():
+    import doctest
+
+    import nclab.integrations
+    import nclab.integrations.lightning
+
+    for mod in (nclab.integrations, nclab.integrations.lightning):
+        res = doctest.testmod(mod)
+        assert res.failed == 0, mod.__name__
+    assert doctest.testmod(nclab.integrations.lightning).attempted > 0

@@ -345,3 +345,13 @@ def test_a_loader_that_changes_between_the_passes_is_refused():
     with pytest.raises(ValueError, match="same data both times"):
         track(net, Shifting(), nc4=True, empty="drop")
     assert no_hooks(net)
+
+
+
+def test_doctests_of_the_tracker():
+    import doctest
+
+    import nclab.track
+
+    res = doctest.testmod(nclab.track)
+    assert res.attempted > 0 and res.failed == 0
