@@ -8,6 +8,10 @@ few seconds on a CPU:
     python docs/tutorials/measure_your_model.py
 """
 
+# expect: K = 5 classes, N = 1000 samples, d = 32
+# expect: ^nc1 +[0-9.e-]+ +[0-9.e-]+$
+# expect: ^nc4 +[0-9.e-]+ +0$
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
