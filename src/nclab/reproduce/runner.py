@@ -98,21 +98,24 @@ def load_target(name: str) -> Target:
     return target
 
 
-def _placeholder(name: str, verdict: str, reason: str, summary: str, evidence: dict | None = None,
-                 seconds: float = 0.0) -> Claim:
+def _placeholder(name: str, verdict: str, reason: str, summary: str, headline: str,
+                 evidence: dict | None = None, seconds: float = 0.0) -> Claim:
     """The one claim standing for a target that did not run (missing) or crashed."""
     return Claim(
         key=f"{name}.target", title=f"every claim of {name}", source=name,
         statement=f"the claims of {name}", criterion="the target runs and returns its claims",
         verdict=verdict, summary=summary, evidence=evidence or {}, reason=reason, seconds=seconds,
+        headline=headline,
     )
 
 
-def run_target(name: str, ctx: Context, loader: Callable[[str], Target] = load_target) -> dict:
+def run_target(name: str, ctx: Context, loader: Callable[[str], Target] | None = None) -> dict:
     """Run one target in ``ctx.out`` (created) and write ``ctx.out/claims.json``.
 
     Returns ``{"name", "title", "citation", "status", "reason", "seconds", "folder", "claims"}``
-    with ``status`` "ran", "missing" or "crashed" and ``claims`` a list of :class:`Claim`."""
+    with ``status`` "ran", "missing" or "crashed" and ``claims`` a list of :class:`Claim`.
+    ``loader`` (None: :func:`load_target`) maps the name to its :class:`Target`."""
+    loader = loader or load_target
     ctx.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     title, citation, status, reason = name, "", "ran", ""
@@ -124,10 +127,10 @@ def run_target(name: str, ctx: Context, loader: Callable[[str], Target] = load_t
             raise TypeError(f"{name}'s run returned {type(claims).__name__}, not a non-empty list of Claim")
     except TargetMissing as err:
         status, reason = "missing", str(err)
-        claims = [_placeholder(name, "not run", reason, f"{name} was not run: {reason}")]
+        claims = [_placeholder(name, "not run", reason, f"{name} was not run: {reason}", "module missing")]
     except Exception as err:  # noqa: BLE001 - a crash becomes a failed claim, the others go on
         status, reason = "crashed", f"{type(err).__name__}: {err}"
-        claims = [_placeholder(name, "failed", reason, f"the target raised {reason}",
+        claims = [_placeholder(name, "failed", reason, f"the target raised {reason}", f"crashed: {type(err).__name__}",
                                {"traceback": traceback.format_exc(limit=8)[-3000:]},
                                time.perf_counter() - start)]
     seconds = time.perf_counter() - start
@@ -210,7 +213,7 @@ def reproduce(
     progress: Callable[[str], None] | None = None,
     *,
     command: str | None = None,
-    loader: Callable[[str], Target] = load_target,
+    loader: Callable[[str], Target] | None = None,
 ) -> dict:
     """Run the targets ``names`` (``"all"`` for every one) into ``out`` and write the report.
 
@@ -218,7 +221,7 @@ def reproduce(
     :data:`SCALES`), ``seed``, ``device``, ``data_dir`` and ``overrides`` (test hooks, e.g.
     ``{"max_iter": 2}``), and gets ``out/<name>/claims.json``.  ``progress(line)`` hears every step.
     ``command`` is the command line to record (the CLI passes its own); ``loader`` maps a name to
-    its :class:`Target` (tests replace it).
+    its :class:`Target` (None: :func:`load_target`; tests replace it).
 
     Returns a JSON-ready dict (also written to ``out/results.json``): ``provenance``, ``targets``
     (one dict per target: name, title, citation, status "ran"/"missing"/"crashed", reason,
