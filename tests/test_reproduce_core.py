@@ -128,7 +128,9 @@ def test_command_exit_status_table_and_report_path(tmp_path, monkeypatch):
     assert ok.exit_code == 0, ok.output  # passed and not run (with its reason)
     lines = ok.output.splitlines()
     assert any("verdicts" in line for line in lines) and any("holds" in line and "passed" in line for line in lines)
-    assert max(len(line) for line in lines if "│" not in line) <= 80
+    top = next(i for i, line in enumerate(lines) if "verdicts" in line)
+    bottom = next(i for i, line in enumerate(lines) if "1 passed, 0 failed, 1 not run" in line)
+    assert bottom > top + 3 and max(len(line) for line in lines[top:bottom + 1]) <= 80  # the table
     assert f"report: {tmp_path / 'a' / 'report.html'}" in ok.output
     prov = json.loads((tmp_path / "a" / "results.json").read_text())["provenance"]
     assert prov["command"] == f"nclab reproduce zhu2021 --out {tmp_path / 'a'} --tiny --seed 0 --device cpu"
@@ -177,4 +179,7 @@ def test_make_demo_in_a_fresh_clone_prints_the_verdict_table(tmp_path):
     assert f"report: {out / 'report.html'}" in res.stdout
     assert (out / "report.html").exists()
     # the clone's code ran (not the installed copy's)
-    assert json.loads((out / "results.json").read_text())["provenance"]["source"] == str((clone / "src").resolve())
+    prov = json.loads((out / "results.json").read_text())["provenance"]
+    assert prov["source"] == str(clone.resolve())
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert prov["git_commit"] == head and prov["git_dirty"] is False
