@@ -16,8 +16,11 @@ Three claims are checked, all with Riemannian L-BFGS (:func:`nclab.ufm.run.solve
 * ``lu2022.frame_potential`` -- the frame potential of the minimisers tends to n^2/d (the
   Benedetto-Fickus bound of a tight frame; :func:`nclab.geometry.frame_potential`).
 
-Scales: tiny (seconds; the test suite), quick (under a minute on 2 cores; ``make demo``), full
-(n up to 512 and d = 4 as well; a few minutes on 2 cores).  Overrides: ``max_iter`` caps every solve
+Scales: tiny (seconds; the test suite: 12 s on 2 cores shared at load 17), quick (``make demo``:
+n up to 128; 62 s on 2 cores at load 17, well under a minute on an idle machine), full (n up to 512,
+d = 4 as well, 4 starts, gtol 1e-8, at most 5000 iterations: 1048 s on 2 cores at load 18, of which
+d = 3 and 4 at n = 512 take about 11 minutes; some of those runs stop at the iteration cap, which
+the table reports).  Overrides: ``max_iter`` caps every solve
 (``{"max_iter": 2}`` shows a broken run turning the claims to failed), ``tau`` the temperature.
 """
 
