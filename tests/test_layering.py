@@ -1,6 +1,7 @@
 """The layering of the package: the library computes, only the application layer prints or plots.
 
-Library modules (everything but ``nclab.cli``, ``nclab.benchmarks`` and ``nclab.__main__``) must
+Library modules (everything but ``nclab.cli``, ``nclab.benchmarks``, ``nclab.reproduce`` -- which
+writes figures and reports -- and ``nclab.__main__``) must
 import neither rich, nor typer, nor matplotlib: a researcher who imports nclab in a notebook or a
 cluster job gets results, not terminal output.  Checked in a fresh interpreter that imports every
 library module and then looks at ``sys.modules``.
@@ -17,7 +18,7 @@ from pathlib import Path
 import nclab
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-APP = ("nclab.cli", "nclab.benchmarks", "nclab.__main__")
+APP = ("nclab.cli", "nclab.benchmarks", "nclab.reproduce", "nclab.__main__")
 PRESENTATION = ("rich", "typer", "matplotlib")
 FRAMEWORKS = ("lightning.pytorch", "transformers")  # third-party integrations nclab.integrations wraps
 

@@ -4,7 +4,8 @@ Each sub-module registers its own commands, so the command groups stay independe
   metrics  `nclab metrics`, `nclab demo`, `nclab bench`
   ufm      `nclab ufm solve` (and the UFM part of the demo)
   landscape  `nclab landscape classify`, `nclab landscape survey`
-  nets     `nclab train`, `nclab plot`, `nclab reproduce heads`
+  nets     `nclab train`, `nclab plot` (and the command of `nclab reproduce heads`)
+  reproduce  `nclab reproduce {zhu2021,yaras2022,gushen2024,lu2022,all,heads}`
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def _register() -> None:
     from nclab.cli import metrics as metrics_cli
     from nclab.cli import nets as nets_cli
     from nclab.cli import landscape as landscape_cli
+    from nclab.cli import reproduce as reproduce_cli
     from nclab.cli import ufm as ufm_cli
 
     metrics_cli.register(app)
     ufm_cli.register(app)
     landscape_cli.register(app)
     nets_cli.register(app)
+    reproduce_cli.register(app)
     guard_commands(app)  # one error boundary: bad values and files end as one `error:` line, exit 2
 
 

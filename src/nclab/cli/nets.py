@@ -1,5 +1,7 @@
 """`nclab train`, `nclab plot`, `nclab reproduce heads`: a thin layer over nclab.nets.
 
+(The ``reproduce`` group itself, with ``heads`` in it, is built by :mod:`nclab.cli.reproduce`.)
+
 Bad options and missing data end with a one-line message and exit code 2, never a traceback.
 The presentation of training lives here: the rich progress bar (:class:`TrainProgress`, fed by
 :func:`nclab.nets.train.train`'s callbacks) and the rich table of the heads comparison.
@@ -337,6 +339,4 @@ def _last_epoch(out: Path) -> str:
 def register(app: typer.Typer) -> None:
     app.command("train")(resumable(train_command))
     app.command("plot")(plot_command)
-    reproduce = typer.Typer(help="Reproduce the papers' claims.", no_args_is_help=True)
-    reproduce.command("heads")(reproduce_heads_command)
-    app.add_typer(reproduce, name="reproduce")
+    # `nclab reproduce heads` (reproduce_heads_command) is registered by nclab.cli.reproduce, which owns the group

@@ -62,7 +62,9 @@ class Evidence:
 
     ``passed``: True / False, or None when the claim was not run (then ``reason`` says why).
     ``numbers``: the measured values the criterion reads (JSON-ready: floats, ints, str, lists, dicts).
-    ``summary``: one or two sentences stating the measurement, with its key numbers."""
+    ``summary``: one or two sentences stating the measurement, with its key numbers.
+    ``headline``: optional, the key number for the verdict table in a few characters
+    ("max gap 3e-12"); without it the report shows the first number of ``numbers``."""
 
     passed: bool | None
     summary: str
@@ -70,6 +72,7 @@ class Evidence:
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     reason: str = ""
+    headline: str = ""
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Claim:
     figures: list[Figure] = field(default_factory=list)
     reason: str = ""  # why failed or not run
     seconds: float = 0.0
+    headline: str = ""  # the key number of the verdict table (optional; see Evidence.headline)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -181,5 +185,5 @@ def check(
     return Claim(
         key=key, title=title, source=source, statement=statement, criterion=criterion,
         verdict=verdict, summary=ev.summary, evidence=ev.numbers, tables=ev.tables,
-        figures=ev.figures, reason=ev.reason, seconds=time.perf_counter() - start,
+        figures=ev.figures, reason=ev.reason, seconds=time.perf_counter() - start, headline=ev.headline,
     )
