@@ -49,11 +49,13 @@ def _register() -> None:
     from nclab.cli import nets as nets_cli
     from nclab.cli import landscape as landscape_cli
     from nclab.cli import ufm as ufm_cli
+    from nclab.cli import sweep as sweep_cli
 
     metrics_cli.register(app)
     ufm_cli.register(app)
     landscape_cli.register(app)
     nets_cli.register(app)
+    sweep_cli.register(app)
     guard_commands(app)  # one error boundary: bad values and files end as one `error:` line, exit 2
 
 

@@ -87,9 +87,10 @@ def _where(rows: list[dict], where: dict | None) -> list[dict]:
     return [r for r in rows if all(str(r.get(k)) == str(v) for k, v in where.items())]
 
 
-def boundary_points(kbeta: list[list[float | None]]) -> list[tuple[float, float]]:
-    """Points (x index, y index) where log(K beta) crosses 0 on a grid ``kbeta[iy][ix]``:
-    crossings along x in each row, or, when no row crosses, along y in each column."""
+def boundary_points(kbeta: list[list[float | None]]) -> tuple[list[tuple[float, float]], str]:
+    """``(points, axis)``: the points (x index, y index) where log(K beta) crosses 0 on a grid
+    ``kbeta[iy][ix]``, found along x in each row (``axis`` "x"), or, when no row crosses, along y
+    in each column (``axis`` "y")."""
 
     def crossings(line):
         pts = []
@@ -108,9 +109,9 @@ def boundary_points(kbeta: list[list[float | None]]) -> list[tuple[float, float]
 
     pts = [(t, float(iy)) for iy, row in enumerate(kbeta) for t in crossings(row)]
     if pts:
-        return pts
+        return pts, "x"
     ny, nx = len(kbeta), len(kbeta[0]) if kbeta else 0
-    return [(float(ix), t) for ix in range(nx) for t in crossings([kbeta[iy][ix] for iy in range(ny)])]
+    return [(float(ix), t) for ix in range(nx) for t in crossings([kbeta[iy][ix] for iy in range(ny)])], "y"
 
 
 def aggregate(table: Any, x: str, value: str, y: str | None = None, *, group: str | None = None,
@@ -121,8 +122,9 @@ def aggregate(table: Any, x: str, value: str, y: str | None = None, *, group: st
     used), ``failed`` (rows skipped for an error) and
 
     * with ``y`` (a heat map): ``y``, ``grid[iy][ix]`` (aggregated value, None for an empty cell),
-      ``count[iy][ix]``, ``kbeta[iy][ix]`` (mean K beta, or None) and ``boundary`` (list of
-      (x index, y index) points of beta = 1/K, empty when the grid does not cross it);
+      ``count[iy][ix]``, ``kbeta[iy][ix]`` (mean K beta, or None), ``boundary`` (list of
+      (x index, y index) points of beta = 1/K, empty when the grid does not cross it) and
+      ``boundary_axis`` ("x": one point per row, "y": one per column; :func:`boundary_points`);
     * without ``y`` (lines): ``lines`` = ``{group value as text ("" without group): {"center",
       "low", "high", "count"}}`` (lists over ``x``, None where empty) and ``boundary_x`` (the x
       values where beta = 1/K, one per group that crosses it; log K beta interpolated linearly
@@ -160,8 +162,8 @@ def aggregate(table: Any, x: str, value: str, y: str | None = None, *, group: st
         count = [[len(cells.get((j, i), ())) for i in range(len(xs))] for j in range(len(ys))]
         kbeta = [[statistics.fmean(kcells[(j, i)]) if (j, i) in kcells else None for i in range(len(xs))]
                  for j in range(len(ys))]
-        out.update(y=ys, grid=grid, count=count, kbeta=kbeta,
-                   boundary=boundary_points(kbeta) if kcells else [])
+        points, axis = boundary_points(kbeta) if kcells else ([], "x")
+        out.update(y=ys, grid=grid, count=count, kbeta=kbeta, boundary=points, boundary_axis=axis)
         return out
 
     lines: dict = {}
@@ -187,7 +189,7 @@ def aggregate(table: Any, x: str, value: str, y: str | None = None, *, group: st
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     for g, cells in kline.items():
         line = [statistics.fmean(cells[i]) if i in cells else None for i in range(len(xs))]
-        for t in boundary_points([line]):
+        for t in boundary_points([line])[0]:
             i = int(math.floor(t[0]))
             frac = t[0] - i
             if not numeric:
