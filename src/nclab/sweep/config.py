@@ -129,7 +129,9 @@ def _seeds(value: Any) -> list[int]:
     if value is None:
         return [0]
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return list(range(check_int("seeds", value, minimum=1)))
+        if value < 1:
+            raise ValueError(f"seeds: a count of seeds must be >= 1 (seeds 0..N-1), got {value}")
+        return list(range(int(value)))
     if isinstance(value, (list, tuple)) and value:
         try:
             seeds = [check_seed(s, f"seeds[{i}]") for i, s in enumerate(value)]
