@@ -136,3 +136,9 @@ def test_plot_writes_a_heat_map_lines_and_the_csv(tmp_path):
 
     res = runner.invoke(app, ["sweep", "plot", str(out), "--x", "lamda", "--value", "nc1"])
     assert res.exit_code == 2 and "error:" in res.output and "'lamda'" in res.output
+
+
+def test_the_tutorial_page_shows_the_tutorial_script_as_it_is():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+    script = (docs / "run_a_sweep.py").read_text()
+    assert f"```python\n{script}```" in (docs / "run_a_sweep.md").read_text()

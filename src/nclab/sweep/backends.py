@@ -7,7 +7,9 @@ scheduler: both are thin adapters over an existing engine.
 
 * ``local`` -- :class:`concurrent.futures.ProcessPoolExecutor` with ``workers`` processes started
   by ``forkserver`` (``spawn`` where there is none), never ``fork`` (a forked torch can deadlock);
-  the fork server imports nclab's solvers once, so each worker starts warm.
+  the fork server imports nclab's solvers once, so each worker starts warm.  As with any process
+  pool, a script must call the sweep under ``if __name__ == "__main__":`` (the workers import the
+  main module).  ``workers=1`` runs the chunks in this process.
 * ``ray`` -- one Ray task per chunk (``num_cpus=1``, no automatic retries: a failure is recorded
   and ``--retry-failed`` decides).  With no ``address``, ``ray.init(num_cpus=workers)`` starts a
   local instance on this machine (shut down afterwards); with ``address`` (``"auto"``,
@@ -51,7 +53,12 @@ def _init_worker() -> None:
 
 
 def local_backend(chunks: Iterable[list[dict]], workers: int) -> Iterator[tuple[list[dict], list[dict]]]:
-    """Run the chunks on a process pool of ``workers`` processes; yield (chunk, rows) as they finish."""
+    """Run the chunks on a process pool of ``workers`` processes; yield (chunk, rows) as they finish.
+    One worker runs the chunks in this process (no pool to start; the same rows)."""
+    if workers == 1:
+        for chunk in chunks:
+            yield chunk, run_chunk(chunk)
+        return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -68,7 +75,9 @@ def local_backend(chunks: Iterable[list[dict]], workers: int) -> Iterator[tuple[
             try:
                 rows = future.result()
             except BrokenProcessPool as err:
-                rows = failed_rows(chunk, f"BrokenProcessPool: a worker process died ({err})")
+                rows = failed_rows(chunk, f"BrokenProcessPool: a worker process died ({err}); from a script, "
+                                          "call run_sweep under `if __name__ == '__main__':` (the workers "
+                                          "import the main module)")
             yield chunk, rows
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
