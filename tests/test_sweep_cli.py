@@ -142,3 +142,15 @@ def test_the_tutorial_page_shows_the_tutorial_script_as_it_is():
     docs = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
     script = (docs / "run_a_sweep.py").read_text()
     assert f"```python\n{script}```" in (docs / "run_a_sweep.md").read_text()
+
+
+def test_a_failed_job_is_reported_with_exit_1_and_kept_in_the_table(tmp_path):
+    config = tmp_path / "c.yaml"
+    missing = tmp_path / "missing.npz"
+    config.write_text(f"kind: landscape classify\noptions: {{K: 3, n: 2, d: 3}}\n"
+                      f"grid: {{point: [origin, '{missing}']}}\n")
+    res = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    assert "warning: 1 job(s) failed" in " ".join(res.output.split()) and "--retry-failed" in res.output
+    rows = read_table(tmp_path / "out").to_pylist()
+    assert sorted(r["error"] is None for r in rows) == [False, True]
