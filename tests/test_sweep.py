@@ -236,3 +236,18 @@ def test_lines_put_the_boundary_at_lambda_one_over_K_sqrt_n(local_run):
         assert line["count"] == [2, 2, 2, 2]
         assert all(lo <= c <= hi for lo, c, hi in zip(line["low"], line["center"], line["high"]))
         assert line["center"][-1] == pytest.approx(math.log(K), rel=1e-9)
+
+
+def test_aggregate_filters_numbers_as_numbers_and_names_a_missing_column():
+    rows = [{"tau": 10.0, "K": 3, "solver": s, "seed": i, "iterations": n, "converged": c, "error": None}
+            for s, n, c in (("lbfgs", 40, True), ("rtr", 1000, False)) for i in range(2)]
+    rows.append({"tau": 10.0, "K": 3, "solver": "rtr", "seed": 9, "error": "ValueError: boom"})
+    g = aggregate(rows, "tau", "iterations", group="solver", where={"K": "3", "tau": "10"})
+    assert g["lines"]["lbfgs"]["center"] == [40.0] and g["lines"]["rtr"]["center"] == [1000.0]
+    assert g["failed"] == 1 and g["rows"] == 4
+    assert aggregate(rows, "tau", "converged", agg="mean")["lines"][""]["center"] == [0.5]
+    assert aggregate(rows, "tau", "solver=rtr")["lines"][""]["center"] == [0.5]
+    with pytest.raises(ValueError, match="no column 'lamda'"):
+        aggregate(rows, "lamda", "iterations")
+    with pytest.raises(ValueError, match="holds text"):
+        aggregate(rows, "tau", "solver")

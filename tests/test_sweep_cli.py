@@ -59,7 +59,8 @@ def test_sigkill_then_restart_runs_only_the_missing_jobs(tmp_path):
     config.write_text(CONFIG)
     out = tmp_path / "out"
     total = len(parse_config(__import__("yaml").safe_load(CONFIG)).jobs)
-    # one worker, one job per task: a part file per job, so the kill lands between parts
+    # one worker (in the sweep's process), one job per task: a part file per job, so the kill lands
+    # between parts
     proc = subprocess.Popen(_cli("sweep", str(config), "--out", str(out), "--workers", "1", "--chunk", "1"),
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -79,7 +80,7 @@ def test_sigkill_then_restart_runs_only_the_missing_jobs(tmp_path):
     before = read_table(out).to_pylist()
     assert 0 < len(before) < total, f"the kill came too late or too early: {len(before)} of {total} rows"
 
-    res = subprocess.run(_cli("sweep", str(config), "--out", str(out), "--workers", "2"), env=_env(),
+    res = subprocess.run(_cli("sweep", str(config), "--out", str(out), "--workers", "1"), env=_env(),
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     ran = re.search(r"run now\s*\S\s*(\d+)", res.stdout)

@@ -81,10 +81,20 @@ def _check_columns(rows: list[dict], names: Iterable[str | None]) -> None:
             raise ValueError(f"no column {col!r} in the table; columns: {', '.join(sorted(columns))}")
 
 
+def _matches(cell, wanted) -> bool:
+    """``cell == wanted``, numbers compared as numbers (``tau=10`` keeps 10.0), text as text."""
+    if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+        try:
+            return float(cell) == float(wanted)
+        except (TypeError, ValueError):
+            return False
+    return str(cell) == str(wanted) or (isinstance(cell, bool) and str(cell).lower() == str(wanted).lower())
+
+
 def _where(rows: list[dict], where: dict | None) -> list[dict]:
     if not where:
         return rows
-    return [r for r in rows if all(str(r.get(k)) == str(v) for k, v in where.items())]
+    return [r for r in rows if all(_matches(r.get(k), v) for k, v in where.items())]
 
 
 def boundary_points(kbeta: list[list[float | None]]) -> tuple[list[tuple[float, float]], str]:
@@ -132,8 +142,9 @@ def aggregate(table: Any, x: str, value: str, y: str | None = None, *, group: st
     """
     if agg not in AGGREGATES:
         raise ValueError(f"agg must be one of {', '.join(AGGREGATES)}, got {agg!r}")
-    rows = _where(_rows(table), where)
-    _check_columns(rows, (x, y, group, value))
+    rows = _rows(table)
+    _check_columns(rows, (x, y, group, value, *(where or ())))
+    rows = _where(rows, where)
     failed = sum(r.get("error") is not None for r in rows)
     rows = [r for r in rows if r.get("error") is None and not _missing(r.get(x)) and (y is None or not _missing(r.get(y)))]
     reduce = AGGREGATES[agg]
