@@ -155,3 +155,15 @@ def test_a_failed_job_is_reported_with_exit_1_and_kept_in_the_table(tmp_path):
     assert "warning: 1 job(s) failed" in " ".join(res.output.split()) and "--retry-failed" in res.output
     rows = read_table(tmp_path / "out").to_pylist()
     assert sorted(r["error"] is None for r in rows) == [False, True]
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--address", "auto"], "--address auto joins a Ray cluster: add --backend ray"),
+])
+def test_bad_options_exit_2_before_anything_runs(tmp_path, args, text):
+    config = tmp_path / "c.yaml"
+    config.write_text("kind: ufm solve\n")
+    res = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "out"), *args])
+    assert res.exit_code == 2 and res.output.strip() == f"error: {text}"
+    assert not (tmp_path / "out").exists()

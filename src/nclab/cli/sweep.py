@@ -128,6 +128,13 @@ def run_command(
     """Run the jobs of CONFIG that DIR does not hold yet; rows are appended as jobs finish."""
     from nclab.sweep import load_config, run_sweep
 
+    for flag, value in (("--workers", workers), ("--chunk", chunk)):
+        if value is not None and value < 1:
+            fail(f"{flag} must be >= 1, got {value}")
+    if address is not None and backend is not Backend.ray:
+        fail(f"--address {address} joins a Ray cluster: add --backend ray")
+    if out.exists() and not out.is_dir():
+        fail(f"--out must be a folder, got the file {out}")
     try:
         cfg = load_config(config)
     except ModuleNotFoundError as err:

@@ -248,7 +248,8 @@ def load_config(source: Any) -> SweepConfig:
     except ModuleNotFoundError:  # pragma: no cover - pyyaml is part of nclab[sweep]
         raise ModuleNotFoundError("nclab sweep reads YAML configs with pyyaml: pip install 'nclab[sweep]'") from None
     path = Path(source)
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and path.suffix in (".yaml", ".yml")):
+    as_file = isinstance(source, str) and "\n" not in source and (path.suffix in (".yaml", ".yml") or path.is_file())
+    if isinstance(source, Path) or as_file:
         if not path.is_file():
             raise ValueError(f"config file {path} does not exist")
         text = path.read_text()
