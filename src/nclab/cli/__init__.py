@@ -6,6 +6,7 @@ Each sub-module registers its own commands, so the command groups stay independe
   landscape  `nclab landscape classify`, `nclab landscape survey`
   nets     `nclab train`, `nclab plot` (and the command of `nclab reproduce heads`)
   reproduce  `nclab reproduce {zhu2021,yaras2022,gushen2024,lu2022,all,heads}`
+  sweep    `nclab sweep CONFIG.yaml`, `nclab sweep plot DIR`
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ def _register() -> None:
     from nclab.cli import landscape as landscape_cli
     from nclab.cli import reproduce as reproduce_cli
     from nclab.cli import ufm as ufm_cli
+    from nclab.cli import sweep as sweep_cli
 
     metrics_cli.register(app)
     ufm_cli.register(app)
     landscape_cli.register(app)
     nets_cli.register(app)
     reproduce_cli.register(app)
+    sweep_cli.register(app)
     guard_commands(app)  # one error boundary: bad values and files end as one `error:` line, exit 2
 
 
