@@ -78,7 +78,7 @@ def test_every_public_module_has_an_api_page():
     required = {"nclab.geometry", "nclab.metrics", "nclab.ufm.problems", "nclab.ufm.optim", "nclab.ufm.run",
                 "nclab.ufm.landscape", "nclab.manifolds", "nclab.io", "nclab.nets.config", "nclab.nets.train",
                 "nclab.nets.heads", "nclab.nets.evaluate", "nclab.nets.data", "nclab.track",
-                "nclab.integrations.lightning", "nclab.integrations.hf"}
+                "nclab.integrations.lightning", "nclab.integrations.hf", "nclab.sweep"}
     assert required <= set(targets), required - set(targets)
 
 

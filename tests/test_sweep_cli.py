@@ -139,12 +139,6 @@ def test_plot_writes_a_heat_map_lines_and_the_csv(tmp_path):
     assert res.exit_code == 2 and "error:" in res.output and "'lamda'" in res.output
 
 
-def test_the_tutorial_page_shows_the_tutorial_script_as_it_is():
-    docs = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
-    script = (docs / "run_a_sweep.py").read_text()
-    assert f"```python\n{script}```" in (docs / "run_a_sweep.md").read_text()
-
-
 def test_a_failed_job_is_reported_with_exit_1_and_kept_in_the_table(tmp_path):
     config = tmp_path / "c.yaml"
     missing = tmp_path / "missing.npz"

@@ -6,6 +6,12 @@
 folder, read back as one table, and aggregated over the seeds.
 """
 
+# expect: ^16 jobs done, 0 failed
+# expect: ^rerun: 0 jobs run, 16 kept
+# expect: ^ 3 +0\.05 +0\.087 +0\.333 +0 +0\.580989
+# expect: ^ 4 +0\.50 +0\.866 +0\.250 +1 +1\.386294
+# expect: beta = 1/K at lambda = \[0\.1443, 0\.1925\]
+
 import math
 import tempfile
 
