@@ -51,8 +51,8 @@ class MSEProblem(_MSELoss, _PenalizedUFM):
 
     loss = "mse"
 
-    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True):
-        super().__init__(K, n, d, lw, lh, lb=lb, bias=bias)
+    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True, *, device=None, dtype=None):
+        super().__init__(K, n, d, lw, lh, lb=lb, bias=bias, device=device, dtype=dtype)
 
     @cached_property
     def closed_form(self) -> tuple | None:
