@@ -160,7 +160,7 @@ def _randn(shape, generator, like=None):
 
 def _proj_rows(X, U, out=None):
     """``U - <x_i, u_i> x_i`` row by row (the oblique projection; ``out`` may be U)."""
-    return torch.sub(U, torch.sum(X * U, dim=-1, keepdim=True) * X, out=out)
+    return torch.addcmul(U, X, torch.linalg.vecdot(X, U).unsqueeze_(-1), value=-1.0, out=out)
 
 
 def _normalize_rows_(Y):

@@ -16,6 +16,17 @@ Four cases, one run, one table each (rich), saved as text and JSON next to this 
   D. Large temperatures: the normalized UFM of B at tau = 20 and 40 (f* = 2e-9 and 4e-19) and the
      sphere problem (n = 10 points, d = 9, tau = 30): time and iterations of every solver to the
      same 1e-8 relative gap, a row per tau.
+  P. Public baseline: the normalized UFM of B (K=10, n=100, d=64, tau=5) and a larger one where
+     arithmetic dominates (K=100, n=50, d=128), nclab's solvers against pymanopt's
+     ConjugateGradient, TrustRegions and SteepestDescent (numpy backend, hand-derived gradient
+     and Hessian, a one-point cache: :mod:`nclab.benchmarks.ufm_baselines`) and our plain
+     autograd RGD with Armijo, from the same starts, in interleaved rounds (every contender once
+     per round; the median over rounds); the ratio is pymanopt's best over nclab's best, per start,
+     then the median over the starts.  numpy's BLAS runs one thread (OPENBLAS_NUM_THREADS=1, set
+     by ``benchmarks/ufm.py``), as torch does in this case.
+
+``--cases`` picks the cases (default all: about 15 minutes on 2 cores); ``--device cuda`` and
+``--dtype`` move case C to a GPU and ``--large-size K n d`` sets its size (e.g. 1000 50 1000).
 
 Honesty rules: the same start (``problem.random_start(0)``) for every solver, float64 throughout,
 the closed-form optimum f* only used to stop (``f_target = f* (1 + 1e-8)``: the solver stops at the
@@ -25,8 +36,10 @@ is reported as a lower bound (">").  Cases A and B use one intra-op thread (tiny
 only add synchronisation), case C all of torch's threads (2 on the reference machine).  The load
 average before and after each case is printed: the machine may be shared.
 
-    python benchmarks/ufm.py                    # everything (about 10 minutes on 2 cores)
-    python benchmarks/ufm.py --skip-large --baseline-cap 20
+    python benchmarks/ufm.py                    # everything (about 15 minutes on 2 cores)
+    python benchmarks/ufm.py --cases P          # nclab against pymanopt (about 3 minutes)
+    python benchmarks/ufm.py --cases C          # the large CE UFM (about 3 minutes)
+    python benchmarks/ufm.py --cases C --device cuda --large-size 1000 50 1000
 """
 
 from __future__ import annotations
@@ -147,6 +160,85 @@ def case_table(title: str, base: dict, rows: list[dict]) -> Table:
             f"{r['relative_gap']:.2e}",
         )
     return t
+
+
+def _timed(fn) -> tuple[dict, float]:
+    cpu0 = time.process_time()
+    r = fn()
+    return r, time.process_time() - cpu0
+
+
+def case_public(sizes, starts, rounds: int, cap: float, solvers=("lbfgs", "rcg", "rtr")) -> list[dict]:
+    """Case P: nclab's solvers, pymanopt's and the autograd RGD on the normalized UFM of every
+    size (K, n, d), tau = 5, from every start, in ``rounds`` interleaved rounds (module doc)."""
+    from nclab.benchmarks.ufm_baselines import PYMANOPT_SOLVERS, autograd_rgd, pymanopt_available, pymanopt_run
+
+    have_pm = pymanopt_available()
+    out = []
+    for K, n, d in sizes:
+        problem = make_problem("normalized", K=K, n=n, d=d, tau=5.0)
+        fstar = problem.optimum
+        target = fstar * (1 + TARGET)
+        load0 = _load()
+        contenders = [(f"nclab {s}", lambda x0, s=s: run_to_target(problem, s, x0, cap)) for s in solvers]
+        if have_pm:
+            contenders += [(f"pymanopt {s}", lambda x0, s=s: pymanopt_run(problem, x0, s, target, cap))
+                           for s in PYMANOPT_SOLVERS]
+        contenders.append(("autograd RGD + Armijo", lambda x0: autograd_rgd(problem, x0, target, cap)))
+        runs: dict = {name: {seed: [] for seed in starts} for name, _ in contenders}
+        for _ in range(rounds):
+            for seed in starts:
+                x0 = problem.random_start(seed)
+                for name, fn in contenders:
+                    r, cpu = _timed(lambda: fn(x0))
+                    runs[name][seed].append({"seconds": r["seconds"], "cpu_seconds": cpu, "reached": r["reached"],
+                                             "cost_evals": r.get("cost_evals")})
+        rows = []
+        for name, _ in contenders:
+            per_start = {seed: {"seconds": statistics.median(x["seconds"] for x in rs),
+                                "cpu_seconds": statistics.median(x["cpu_seconds"] for x in rs),
+                                "reached": all(x["reached"] for x in rs), "cost_evals": rs[0]["cost_evals"]}
+                         for seed, rs in runs[name].items()}
+            rows.append({"solver": name, "per_start": per_start,
+                         "seconds": statistics.median(v["seconds"] for v in per_start.values()),
+                         "cpu_seconds": statistics.median(v["cpu_seconds"] for v in per_start.values()),
+                         "reached": all(v["reached"] for v in per_start.values())})
+        out.append({"problem": problem.describe(), "optimum": fstar, "starts": list(starts), "rounds": rounds,
+                    "rows": rows, "load": [load0, _load()], "pymanopt": have_pm})
+    return out
+
+
+def _best_per_start(rows, prefix: str, seed, key: str = "seconds"):
+    cands = [r["per_start"][seed] for r in rows if r["solver"].startswith(prefix) and r["per_start"][seed]["reached"]]
+    return min((c[key] for c in cands), default=math.inf)
+
+
+def public_table(case: dict) -> tuple[Table, float | None, float | None]:
+    """The table of one size of case P, and the median over starts of pymanopt's best over
+    nclab's best (wall and CPU seconds; None without pymanopt)."""
+    p, rows, starts = case["problem"], case["rows"], case["starts"]
+    t = Table(title=f"P. normalized UFM K={p['K']} n={p['n']} d={p['d']} tau=5: median s to 1e-8 over "
+                    f"{case['rounds']} interleaved rounds, starts {starts}; 1 thread; load "
+                    f"{case['load'][0]} -> {case['load'][1]}")
+    for col in ("solver", "median s", "median cpu s", "reached", "vs pymanopt's best"):
+        t.add_column(col, justify="left" if col == "solver" else "right")
+    ratio = cpu_ratio = None
+    if case["pymanopt"]:
+        pm = {s: _best_per_start(rows, "pymanopt", s) for s in starts}
+        pm_cpu = {s: _best_per_start(rows, "pymanopt", s, "cpu_seconds") for s in starts}
+        nc = {s: _best_per_start(rows, "nclab", s) for s in starts}
+        nc_cpu = {s: _best_per_start(rows, "nclab", s, "cpu_seconds") for s in starts}
+        ratio = statistics.median(pm[s] / nc[s] for s in starts)
+        cpu_ratio = statistics.median(pm_cpu[s] / nc_cpu[s] for s in starts)
+    for r in rows:
+        if case["pymanopt"]:
+            vs = statistics.median(pm[s] / r["per_start"][s]["seconds"] for s in starts) if r["reached"] else None
+            vs_s = f"{vs:.1f}x" if vs is not None else "did not reach"
+        else:
+            vs_s = "n/a"
+        t.add_row(r["solver"], _time(r) if r["reached"] else f"> {r['seconds']:.2f}", f"{r['cpu_seconds']:.3f}",
+                  "yes" if r["reached"] else "no", vs_s)
+    return t, ratio, cpu_ratio
 
 
 def main() -> None:

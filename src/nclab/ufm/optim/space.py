@@ -70,6 +70,9 @@ class _Space:
             raise TypeError("x0 must hold floating-point tensors")
         self.device = torch.device(getattr(problem, "device", None) or x0[0].device)
         self.dtype = getattr(problem, "dtype", None) or torch.float64
+        if self.dtype not in (torch.float64, torch.float32):
+            raise TypeError(f"the solvers compute in float64 or float32, not {self.dtype}")
+        self.eps = float(torch.finfo(self.dtype).eps)
         self.shapes = [tuple(t.shape) for t in x0]
         self.sizes = [t.numel() for t in x0]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
