@@ -148,7 +148,7 @@ def autograd_rgd(problem, x0, f_target: float, max_time: float = 60.0, c1: float
         xs = [t.detach().requires_grad_(True) for t in x]
         f = f_of(*xs)
         gs = torch.autograd.grad(f, xs)
-        return float(f), tuple(proj(a.detach(), g) for a, g in zip(xs, gs))
+        return float(f.detach()), tuple(proj(a.detach(), g) for a, g in zip(xs, gs))
 
     x = tuple(t.detach().clone() for t in x0)
     t0 = time.perf_counter()
