@@ -187,6 +187,9 @@ def case_public(sizes, starts, rounds: int, cap: float, solvers=("lbfgs", "rcg",
         if have_pm:
             contenders += [(f"pymanopt {s}", lambda x0, s=s: pymanopt_run(problem, x0, s, target, cap))
                            for s in PYMANOPT_SOLVERS]
+            # pymanopt as its documentation sets a problem up: autodiff (not in "pymanopt's best")
+            contenders.append(("(autodiff) pymanopt ConjugateGradient",
+                               lambda x0: pymanopt_run(problem, x0, "ConjugateGradient", target, cap, autodiff=True)))
         contenders.append(("autograd RGD + Armijo", lambda x0: autograd_rgd(problem, x0, target, cap)))
         runs: dict = {name: {seed: [] for seed in starts} for name, _ in contenders}
         for _ in range(rounds):
