@@ -8,8 +8,11 @@ A manifold is a small object with a fixed vocabulary (Manopt / pymanopt, see STY
 ``random_point``, ``random_tangent``, ``zero_vector``, ``lincomb`` and ``dim``.  A *factor*
 (:class:`Euclidean`, :class:`Oblique`, :class:`Sphere`) acts on one torch tensor; a
 :class:`Product` of factors acts on tuples of tensors and is what every UFM problem exposes as
-``problem.manifold`` (even with a single factor).  Everything is float64 and stays on the device
-of the point it is given.
+``problem.manifold`` (even with a single factor).  Every map keeps the dtype and the device of the
+point it is given (random points are drawn in float64 on the generator's device).  A product of
+nclab's own factors (``Product.fused``) also acts on ONE flat vector (``proj_flat``, ``retr_flat``,
+``transport_rows_flat_``, ``ehess2rhess_flat``), consecutive oblique factors with rows of the same
+length fused into one block of rows: what the solvers use.
 
 Conventions
 -----------

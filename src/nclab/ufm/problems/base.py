@@ -78,7 +78,7 @@ def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 
 class UFMProblem:
     """Base class: a manifold, a cost with hand-derived gradient and Hessian-vector product, a
-    per-point cache and evaluation counters.  Points and tangent vectors are tuples of float64
+    per-point cache and evaluation counters.  Points and tangent vectors are tuples of ``dtype``
     tensors (``manifold`` is always a :class:`Product`).
 
     Subclasses implement ``_compute(x)`` (cost and the cached quantities), ``_egrad(x, state)``
