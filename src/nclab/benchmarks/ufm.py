@@ -198,20 +198,35 @@ def case_public(sizes, starts, rounds: int, cap: float, solvers=("lbfgs", "rcg",
                 for name, fn in contenders:
                     r, cpu = _timed(lambda: fn(x0))
                     runs[name][seed].append({"seconds": r["seconds"], "cpu_seconds": cpu, "reached": r["reached"],
-                                             "cost_evals": r.get("cost_evals")})
+                                             "gemms": _gemms(r)})
         rows = []
         for name, _ in contenders:
             per_start = {seed: {"seconds": statistics.median(x["seconds"] for x in rs),
                                 "cpu_seconds": statistics.median(x["cpu_seconds"] for x in rs),
-                                "reached": all(x["reached"] for x in rs), "cost_evals": rs[0]["cost_evals"]}
+                                "reached": all(x["reached"] for x in rs), "gemms": rs[0]["gemms"]}
                          for seed, rs in runs[name].items()}
             rows.append({"solver": name, "per_start": per_start,
                          "seconds": statistics.median(v["seconds"] for v in per_start.values()),
                          "cpu_seconds": statistics.median(v["cpu_seconds"] for v in per_start.values()),
-                         "reached": all(v["reached"] for v in per_start.values())})
+                         "reached": all(v["reached"] for v in per_start.values()),
+                         "gemms": _median_or_none([v["gemms"] for v in per_start.values()])})
         out.append({"problem": problem.describe(), "optimum": fstar, "starts": list(starts), "rounds": rounds,
                     "rows": rows, "load": [load0, _load()], "pymanopt": have_pm})
     return out
+
+
+def _gemms(r: dict) -> int | None:
+    """N x K x d matrix products of a run of case P: one per cost, two more per gradient (the
+    logits are shared through the cache), six per Hessian-vector product, for nclab and the
+    pymanopt runs alike (None where the run does not count them)."""
+    if r.get("grad_evals") is None:
+        return None
+    return r["cost_evals"] + 2 * r["grad_evals"] + 6 * r.get("hess_evals", 0)
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _best_per_start(rows, prefix: str, seed, key: str = "seconds") -> tuple[float, bool]:
@@ -231,7 +246,7 @@ def public_table(case: dict) -> tuple[Table, float | None, float | None]:
     t = Table(title=f"P. normalized UFM K={p['K']} n={p['n']} d={p['d']} tau=5: median s to 1e-8 over "
                     f"{case['rounds']} interleaved rounds, starts {starts}; 1 thread; load "
                     f"{case['load'][0]} -> {case['load'][1]}")
-    for col in ("solver", "median s", "median cpu s", "reached", "vs pymanopt's best"):
+    for col in ("solver", "median s", "median cpu s", "reached", "GEMMs", "vs pymanopt's best"):
         t.add_column(col, justify="left" if col == "solver" else "right")
     ratio = cpu_ratio = None
     exact = True
@@ -251,7 +266,7 @@ def public_table(case: dict) -> tuple[Table, float | None, float | None]:
         else:
             vs_s = "n/a"
         t.add_row(r["solver"], _time(r) if r["reached"] else f"> {r['seconds']:.2f}", f"{r['cpu_seconds']:.3f}",
-                  "yes" if r["reached"] else "no", vs_s)
+                  "yes" if r["reached"] else "no", "—" if r["gemms"] is None else f"{r['gemms']:,.0f}", vs_s)
     return t, ratio, cpu_ratio
 
 

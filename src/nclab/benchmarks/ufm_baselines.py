@@ -144,7 +144,8 @@ def pymanopt_run(problem, x0, solver: str, f_target: float, max_time: float = 60
     seconds = state["t_hit"] if state["t_hit"] is not None else time.perf_counter() - state["t0"]
     return {"solver": f"pymanopt {solver}" + (" (autodiff)" if autodiff else ""), "reached": state["t_hit"] is not None, "seconds": seconds,
             "stop_reason": stop, "best_objective": state["best"], "cost_evals": counts["cost"],
-            "grad_evals": counts["grad"], "hess_evals": counts["hess"]}
+            # with autodiff pymanopt differentiates inside its backend: gradients are not counted here
+            "grad_evals": None if autodiff else counts["grad"], "hess_evals": None if autodiff else counts["hess"]}
 
 
 def autograd_rgd(problem, x0, f_target: float, max_time: float = 60.0, c1: float = 1e-4) -> dict:
