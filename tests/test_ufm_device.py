@@ -179,3 +179,19 @@ def test_cuda_solves_reach_the_cpu_solution(loss, opts, solver, dtype):
     tol = 1e-9 if dtype == "float64" else 1e-5
     assert abs(g["relative_gap"]) < tol and abs(c["relative_gap"]) < tol
     assert g["metrics"]["nc1"] == pytest.approx(c["metrics"]["nc1"], rel=0.5, abs=1e-6)
+
+
+def test_a_subclass_that_overrides_cost_and_egrad_keeps_its_own_evaluation():
+    from nclab.ufm.optim.space import _Space
+    from nclab.ufm.problems import NormalizedProblem
+
+    class Doubled(NormalizedProblem):
+        def cost_and_egrad(self, x):
+            f, g = super().cost_and_egrad(x)
+            return 2 * f, tuple(2 * t for t in g)
+
+    base = make_problem("normalized", K=3, n=2, d=3)
+    twice = Doubled(K=3, n=2, d=3, tau=5.0)
+    assert _Space(base, base.random_start(0)).into and not _Space(twice, base.random_start(0)).into
+    sp = _Space(twice, base.random_start(0))
+    assert sp.evaluate(sp.x0).f == pytest.approx(2 * base.cost(base.random_start(0)), rel=1e-15)

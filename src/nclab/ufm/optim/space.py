@@ -50,6 +50,20 @@ class _Point:
         self.gn = math.nan
 
 
+def _defined_in(cls, name: str):
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
+def _fused_evaluation(problem) -> bool:
+    """Whether the space may call ``problem.cost_and_egrad_into``: the problem has it, and it is
+    defined no higher in the class tree than ``cost_and_egrad`` (a subclass that overrides only
+    ``cost_and_egrad`` keeps its own evaluation)."""
+    if not callable(getattr(problem, "cost_and_egrad_into", None)):
+        return False
+    into, plain = _defined_in(type(problem), "cost_and_egrad_into"), _defined_in(type(problem), "cost_and_egrad")
+    return into is not None and (plain is None or issubclass(into, plain))
+
+
 class _Space:
     """The problem seen through flat vectors; counts evaluations.
 
@@ -83,7 +97,7 @@ class _Space:
         self.x0 = self.point(flat)
         self.n_cost = self.n_grad = self.n_hess = 0
         self.fused = getattr(self.M, "fused", False) is True
-        self.into = callable(getattr(problem, "cost_and_egrad_into", None))
+        self.into = _fused_evaluation(problem)
         declared = getattr(self.M, "flat", None)
         self.flat = bool(declared) if declared is not None else self._probe_flat()
         if self.flat:
