@@ -227,3 +227,43 @@ def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
+
+
+def test_the_fused_flat_maps_are_the_row_formulas():
+    """Product's flat-vector maps (what the solvers use) against the formulas written out row by row:
+    Proj_x(u) = u - <x_r, u_r> x_r on every oblique row, the identity on Euclidean coordinates;
+    R_x(t u) = rows of x + t u normalised; Hess = Proj_x(h) - <x_r, g_r> u_r."""
+    M = Product(Oblique(3, 4), Oblique(5, 4), Euclidean((2,)), Sphere(4))
+    assert M.fused and [s[2] for s in M.segments] == [4, 4] and M.segments[0] == (0, 32, 4)
+    g = torch.Generator().manual_seed(7)
+    x = M.flatten(M.random_point(g))
+    u, gr, h = (torch.randn(M.ambient_dim, generator=g, dtype=torch.float64) for _ in range(3))
+    rows = [(0, 32), (34, 38)]  # the oblique coordinates (rows of 4); 32..34 is Euclidean
+
+    def by_rows(fn, *vs):
+        out = vs[0].clone()
+        for a, b in rows:
+            out[a:b] = fn(*(v[a:b].reshape(-1, 4) for v in vs)).reshape(-1)
+        return out
+
+    def proj(X, U):
+        return torch.stack([U[r] - torch.dot(X[r], U[r]) * X[r] for r in range(X.shape[0])])
+
+    want = by_rows(lambda U, X: proj(X, U), u, x)
+    torch.testing.assert_close(M.proj_flat(x, u), want, rtol=1e-14, atol=1e-15)
+    y = M.retr_flat(x, u, 0.3)
+    z = x + 0.3 * u
+    torch.testing.assert_close(y, by_rows(lambda Z: Z / Z.norm(dim=1, keepdim=True), z), rtol=1e-14, atol=1e-15)
+    batch = torch.stack([u, h, gr])
+    M.transport_rows_flat_(y, batch)
+    for got, v in zip(batch, (u, h, gr)):
+        torch.testing.assert_close(got, by_rows(lambda V, Y: proj(Y, V), v, y), rtol=1e-13, atol=1e-14)
+    tu = M.proj_flat(x, u)
+    want_h = M.flatten(M.ehess2rhess(M.unflatten(x), M.unflatten(gr), M.unflatten(h), M.unflatten(tu)))
+    torch.testing.assert_close(M.ehess2rhess_flat(x, gr, h, tu), want_h, rtol=1e-14, atol=1e-15)
+
+    class MyOblique(Oblique):  # a user's factor: its formulas are not known, so nothing is fused
+        pass
+
+    assert not Product(MyOblique(2, 3), Euclidean((2,))).fused
+    assert Product(Oblique(2, 3), Oblique(2, 4)).segments == [(0, 6, 3), (6, 14, 4)]  # rows of other lengths

@@ -8,8 +8,11 @@ A manifold is a small object with a fixed vocabulary (Manopt / pymanopt, see STY
 ``random_point``, ``random_tangent``, ``zero_vector``, ``lincomb`` and ``dim``.  A *factor*
 (:class:`Euclidean`, :class:`Oblique`, :class:`Sphere`) acts on one torch tensor; a
 :class:`Product` of factors acts on tuples of tensors and is what every UFM problem exposes as
-``problem.manifold`` (even with a single factor).  Everything is float64 and stays on the device
-of the point it is given.
+``problem.manifold`` (even with a single factor).  Every map keeps the dtype and the device of the
+point it is given (random points are drawn in float64 on the generator's device).  A product of
+nclab's own factors (``Product.fused``) also acts on ONE flat vector (``proj_flat``, ``retr_flat``,
+``transport_rows_flat_``, ``ehess2rhess_flat``), consecutive oblique factors with rows of the same
+length fused into one block of rows: what the solvers use.
 
 Conventions
 -----------
@@ -153,9 +156,19 @@ class Manifold:
 def _randn(shape, generator, like=None):
     device = generator.device if generator is not None else (like.device if like is not None else None)
     out = torch.randn(*shape, generator=generator, dtype=_DTYPE, device=device)
-    if like is not None and out.device != like.device:
-        out = out.to(like.device)
+    if like is not None and (out.device != like.device or out.dtype != like.dtype):
+        out = out.to(device=like.device, dtype=like.dtype)
     return out
+
+
+def _proj_rows(X, U, out=None):
+    """``U - <x_i, u_i> x_i`` row by row (the oblique projection; ``out`` may be U)."""
+    return torch.addcmul(U, X, torch.linalg.vecdot(X, U).unsqueeze_(-1), value=-1.0, out=out)
+
+
+def _normalize_rows_(Y):
+    """Y's rows divided by their norms, in place (the oblique retraction's second half)."""
+    return Y.div_(torch.linalg.vector_norm(Y, dim=-1, keepdim=True))
 
 
 def _all_of(flags) -> bool | None:
@@ -221,11 +234,10 @@ class Oblique(Manifold):
         return torch.sum(x * u, dim=-1, keepdim=True)
 
     def proj(self, x, u):
-        return u - self._rowdot(x, u) * x
+        return _proj_rows(x, u)
 
     def retr(self, x, u, t: float = 1.0):
-        y = x + t * u
-        return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+        return _normalize_rows_(torch.add(x, u, alpha=t))
 
     def ehess2rhess(self, x, g, h, u):
         return self.proj(x, h) - self._rowdot(x, g) * u
@@ -276,6 +288,12 @@ class Product(Manifold):
         self.dim = sum(f.dim for f in self.factors)
         self.sizes = tuple(math.prod(s) for s in self.shapes)
         self.ambient_dim = sum(self.sizes)
+        self.segments = _segments(self.factors, self.sizes)
+        #: the flat-vector maps (``proj_flat``, ``retr_flat``, ...) are available: every factor is
+        #: one of nclab's own (Euclidean, Oblique, Sphere), whose formulas they fuse
+        self.fused = self.segments is not None
+        # some coordinates lie outside the oblique segments (Euclidean factors)
+        self._partial = self.fused and sum(b - a for a, b, _ in self.segments) != self.ambient_dim
 
     @property
     def flat(self) -> bool | None:
@@ -355,5 +373,64 @@ class Product(Manifold):
             start += size
         return tuple(out)
 
+    # --- the flat-vector maps (fused over factors) -------------------------------------------
+    # A point and its tangent vectors as ONE contiguous 1-D tensor (the factors' tensors
+    # concatenated, ``flatten``); consecutive oblique factors with rows of the same length are one
+    # block of rows (W and H of the normalized UFM: one (K + N) x d block), so a projection or a
+    # retraction is a handful of whole-vector operations whatever the number of factors.
+
+    def _oblique_blocks(self, *vectors):
+        """For every oblique segment, the given flat vectors (or (k, D) row batches) viewed as
+        matrices of rows of length d."""
+        for a, b, d in self.segments:
+            yield tuple(v[..., a:b].view(*v.shape[:-1], (b - a) // d, d) for v in vectors)
+
+    def proj_flat(self, x: torch.Tensor, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``proj`` on flat vectors: Proj_x(u) (a new tensor, or ``out``, which may be ``u``)."""
+        if out is None:
+            out = u.clone() if self._partial else torch.empty_like(u)
+        elif out is not u and self._partial:
+            out.copy_(u)
+        for X, U, O in self._oblique_blocks(x, u, out):
+            _proj_rows(X, U, out=O)
+        return out
+
+    def retr_flat(self, x: torch.Tensor, u: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+        """``retr`` on flat vectors: R_x(t u) (a new tensor)."""
+        y = torch.add(x, u, alpha=t)
+        for (Y,) in self._oblique_blocks(y):
+            _normalize_rows_(Y)
+        return y
+
+    def transport_rows_flat_(self, y: torch.Tensor, Z: torch.Tensor) -> None:
+        """Transport (by projection onto T_y) every row of ``Z`` (k x ambient_dim), in place."""
+        for Yb, Zb in self._oblique_blocks(y, Z):
+            _proj_rows(Yb, Zb, out=Zb)
+
+    def ehess2rhess_flat(self, x, g, h, u) -> torch.Tensor:
+        """``ehess2rhess`` on flat vectors: Proj_x(h) - <x_i, g_i> u_i on the oblique rows."""
+        out = self.proj_flat(x, h)
+        for X, G, U, O in self._oblique_blocks(x, g, u, out):
+            O.sub_(Oblique._rowdot(X, G) * U)
+        return out
+
     def __repr__(self) -> str:
         return "Product(" + ", ".join(repr(f) for f in self.factors) + ")"
+
+
+def _segments(factors, sizes):
+    """``[(start, end, d), ...]``: the oblique segments of the flat vector (consecutive oblique
+    factors with rows of the same length d merged), or None when a factor is not one of nclab's
+    own (its formulas are unknown: no fused flat maps)."""
+    segs: list[list[int]] = []
+    start = 0
+    for f, size in zip(factors, sizes):
+        if type(f) not in (Euclidean, Oblique, Sphere):
+            return None
+        if isinstance(f, Oblique):
+            if segs and segs[-1][1] == start and segs[-1][2] == f.d:
+                segs[-1][1] = start + size
+            else:
+                segs.append([start, start + size, f.d])
+        start += size
+    return [tuple(s) for s in segs]

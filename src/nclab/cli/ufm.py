@@ -10,6 +10,9 @@ prints a warning line on stderr, says so in the table and the JSON (``converged`
     nclab ufm solve --loss ce --classes 10 --per-class 100 --dim 64 --lambda-w 5e-4 --lambda-h 5e-4
     nclab ufm solve --loss sphere --points 20 --dim 3 --tau 5 --solver rtr --plot sphere.png
     nclab ufm solve --loss ce --dim 4 --save-point x.npz    # then: nclab landscape classify --point x.npz
+    nclab ufm solve --loss ce --classes 1000 --per-class 50 --dim 1000 --device cuda --dtype float64
+
+``--device cuda`` where torch sees no GPU is a one-line error (exit 2), as is a bad ``--dtype``.
 """
 
 from __future__ import annotations
@@ -121,16 +124,18 @@ def problem_command(fn):
     return command
 
 
-def build_problem(problem_args: dict):
+def build_problem(problem_args: dict, *, device=None, dtype=None):
     """The problem of the options collected by :func:`problem_command` (ValueError naming a bad
-    option, or an option that does not apply to the loss)."""
+    option, or an option that does not apply to the loss), on ``device`` in ``dtype``
+    (``make_problem``'s; None: the CPU, float64)."""
     from nclab.ufm.problems import make_problem
 
     args = dict(problem_args)
     loss = args.pop("loss")
     memory_limit = args.pop("memory_limit", None)
     loss = loss.value if isinstance(loss, Enum) else str(loss)
-    return make_problem(loss, memory_limit=memory_limit, **problem_options(loss, args))
+    return make_problem(loss, memory_limit=memory_limit, device=device, dtype=dtype,
+                        **problem_options(loss, args))
 
 
 _SUMMARY_METRICS = ("nc1", "nc2_etf_means", "nc2_etf_W", "nc3", "nc3_duality_gram", "nc4", "bias_collapse")
@@ -210,6 +215,8 @@ def solve_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the figure (gap and nc1 / frame potential) here"),
     save_point: Optional[Path] = typer.Option(
         None, "--save-point", help="write the solution as .npz (W, H[, b]; X for sphere) for `nclab landscape classify --point`"),
+    device: str = typer.Option("cpu", "--device", help="where to compute: cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 | float32 (float32: default --gtol 1e-4)"),
 ) -> None:
     """Solve a UFM from a random start; print objective, closed-form optimum, gap, NC metrics and
     the minimiser's structure; optionally write JSON and a figure."""
@@ -233,7 +240,9 @@ def solve_command(
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {plot.name!r}")
         if save_point is not None and save_point.suffix != ".npz":
             raise ValueError(f"--save-point must end in .npz, got {save_point.name!r}")
-        problem = build_problem(problem_args)
+        if dtype not in ("float64", "float32"):
+            raise ValueError(f"--dtype must be float64 or float32, got {dtype!r}")
+        problem = build_problem(problem_args, device=device, dtype=dtype)
     except ValueError as err:
         fail(str(err))
     loss_name = problem.loss

@@ -21,6 +21,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from nclab._validation import check_seed
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
@@ -36,6 +38,9 @@ __all__ = [
     "RESULT_KEYS",
     "MAX_LOG_RECORDS",
     "GAP_TOLERANCE",
+    "FLOAT32_GTOL",
+    "FLOAT32_GAP_TOLERANCE",
+    "gap_tolerance",
     "STATUSES",
 ]
 
@@ -80,15 +85,35 @@ GAP_TOLERANCE = 1e-6
 STATUSES = ("optimal", "converged", "off_optimum", "not_converged")
 
 
-def verdict(converged: bool, stop_reason: str, relative_gap: float | None, iterations: int) -> tuple[str, list[str]]:
+#: The default relative gradient tolerance of a float32 problem (float64: the solvers' 1e-8).
+FLOAT32_GTOL = 1e-4
+
+#: The verdict's gap tolerance for a float32 problem: its objective carries a relative roundoff
+#: of ~1e-6 (sums of N float32 terms), so 1e-6 would call optimal points off the optimum.
+FLOAT32_GAP_TOLERANCE = 1e-4
+
+
+def _is_float32(problem) -> bool:
+    return getattr(problem, "dtype", None) == torch.float32
+
+
+def gap_tolerance(dtype=None) -> float:
+    """The relative gap above which a converged run is "off_optimum": :data:`GAP_TOLERANCE`
+    (float64, the default) or :data:`FLOAT32_GAP_TOLERANCE` (float32)."""
+    return FLOAT32_GAP_TOLERANCE if dtype == torch.float32 else GAP_TOLERANCE
+
+
+def verdict(converged: bool, stop_reason: str, relative_gap: float | None, iterations: int,
+            tolerance: float = GAP_TOLERANCE) -> tuple[str, list[str]]:
     """``(status, warnings)`` of a run (see :data:`STATUSES`); the warnings are plain sentences
-    for a person (empty for "optimal" and "converged")."""
+    for a person (empty for "optimal" and "converged").  ``tolerance``: the relative gap allowed
+    to an "optimal" run (:func:`gap_tolerance`)."""
     if not converged:
         return "not_converged", [f"did not converge: stopped after {iterations} iteration(s) on "
                                  f"'{stop_reason}'; the point is not certified critical"]
-    if relative_gap is not None and not relative_gap <= GAP_TOLERANCE:
+    if relative_gap is not None and not relative_gap <= tolerance:
         return "off_optimum", [f"converged ('{stop_reason}') but the objective is {relative_gap:.3e} relative "
-                               f"above the closed-form optimum (> {GAP_TOLERANCE:g}): a non-global critical "
+                               f"above the closed-form optimum (> {tolerance:g}): a non-global critical "
                                "point, or a gtol too loose for this problem"]
     return ("optimal" if relative_gap is not None else "converged"), []
 
@@ -119,15 +144,20 @@ def run_solver(
 
     Returns ``(x, result)``: the point (tuple of tensors) and the result dict of :func:`solve`.
     ``gtol`` is the solvers' relative gradient tolerance (``|grad f| <= gtol |f| / max(|x|, 1)``,
-    see :mod:`nclab.ufm.optim`; None keeps the solver's default 1e-8); ``solver_options`` go to
-    the solver unchanged (e.g. ``ftol``, ``gtol_abs``, ``memory=5`` for L-BFGS,
-    ``step="fixed", lr=10`` for RGD)."""
+    see :mod:`nclab.ufm.optim`; None keeps the solver's default 1e-8, or :data:`FLOAT32_GTOL` for
+    a float32 problem, whose roundoff (eps = 1.2e-7) hides relative gradients far below that);
+    ``solver_options`` go to the solver unchanged (e.g. ``ftol``, ``gtol_abs``, ``memory=5`` for
+    L-BFGS, ``step="fixed", lr=10`` for RGD).  The solver computes on the problem's device and in
+    its dtype (``x0`` is converted); the verdict's gap tolerance is :func:`gap_tolerance` of that
+    dtype."""
     fn = get_solver(solver) if isinstance(solver, str) else solver
     name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     seed = check_seed(seed)
     if "tol" in solver_options:
         raise ValueError("tol is now called gtol (the relative gradient tolerance, as in the solvers and the CLI's --gtol)")
     opts = dict(solver_options)  # validated once, by the solver (nclab.ufm.optim.stopping)
+    if gtol is None and _is_float32(problem):
+        gtol = FLOAT32_GTOL
     for key, value in (("gtol", gtol), ("max_iter", max_iter)):
         if value is not None:
             opts[key] = value
@@ -141,7 +171,8 @@ def run_solver(
     opt = problem.optimum
     gap = None if opt is None else f - opt
     relative_gap = None if gap is None else gap / max(abs(opt), 1e-300)
-    status, warnings = verdict(log.converged, log.stop_reason, relative_gap, log.n_iter)
+    status, warnings = verdict(log.converged, log.stop_reason, relative_gap, log.n_iter,
+                               tolerance=gap_tolerance(getattr(problem, "dtype", None)))
     metrics = log.final.get("metrics") or {}
     result: dict[str, Any] = {
         "loss": getattr(problem, "loss", ""),
@@ -179,6 +210,8 @@ def solve(
     metrics_every: int = 10,
     callback: Callable | None = None,
     solver_options: dict | None = None,
+    device=None,
+    dtype=None,
     **problem_options,
 ) -> dict:
     """Build ``make_problem(loss, **problem_options)``, solve it from ``random_start(seed)`` with
@@ -199,11 +232,14 @@ def solve(
       (:meth:`SolverLog.to_dict`, metrics every ``metrics_every`` iterations).
 
     ``gtol`` is the relative gradient tolerance of the solvers (None: their default 1e-8);
-    ``max_iter`` None keeps the solver's default.  Bad options raise ValueError with a message
-    naming the option."""
+    ``max_iter`` None keeps the solver's default.  ``device`` ("cpu", "cuda", "cuda:N"; None: the
+    CPU) and ``dtype`` (torch.float64 / torch.float32 or their names; None: float64) say where the
+    problem and the solver compute (:func:`nclab.ufm.problems.make_problem`; asking for CUDA where
+    torch has none is a ValueError).  Bad options raise ValueError with a message naming the
+    option."""
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    problem = make_problem(loss, **problem_options)
+    problem = make_problem(loss, device=device, dtype=dtype, **problem_options)
     _, result = run_solver(
         problem, solver, seed, max_iter=max_iter, gtol=gtol, metrics_every=metrics_every,
         callback=callback, **(solver_options or {}),

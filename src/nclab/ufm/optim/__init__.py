@@ -2,7 +2,8 @@
 
 Every solver is a function ``solver(problem, x0, **options) -> (x, SolverLog)``.  ``problem``
 follows the UFMProblem interface (``manifold``, ``cost``, ``egrad``, ``cost_and_egrad``, ``rhess``,
-``metrics``); ``x0`` is a tuple of float64 tensors, one per factor of ``problem.manifold``; the
+``metrics``); ``x0`` is a tuple of tensors, one per factor of ``problem.manifold`` (converted to the
+problem's ``device`` and ``dtype``: float64 on the CPU unless the problem says otherwise); the
 returned ``x`` is a tuple of the same shapes.  All geometry goes through ``problem.manifold``
 (projection, retraction, vector transport by projection, ``egrad2rgrad``), so the same code runs on
 the Euclidean CE/MSE models and on the oblique-manifold normalized and sphere models.
@@ -71,7 +72,7 @@ give ``converged = False``.
 
 Implementation notes
 --------------------
-Internally a point, a gradient and a tangent vector are single flat float64 vectors (the tuple's
+Internally a point, a gradient and a tangent vector are single flat vectors (the tuple's
 tensors concatenated); the problem always sees tuples (views of the flat vector on Euclidean
 problems, the retraction's output on manifolds; the same tuple object is reused at one point, so
 the problem's per-point cache serves all the Hessian-vector products of a trust-region step).
@@ -80,7 +81,13 @@ Inner products are the ambient (Frobenius) ones, which is the metric of every nc
 manifold says whether it is ``flat`` (then projection and transport are skipped, as they are
 identities, so L-BFGS is exactly the classical algorithm) and whether its transport takes a
 ``batched_transport`` leading axis (:mod:`nclab.manifolds`); a manifold that does not say is
-probed once at the start, and its metric checked against the dot product.
+probed once at the start, and its metric checked against the dot product.  On products of nclab's
+own factors the manifold maps act on the flat vector directly (``Product.proj_flat`` and friends:
+consecutive oblique factors are one block of rows), and a problem with ``cost_and_egrad_into``
+writes its gradient straight into a flat vector, so an iteration costs a few whole-vector
+operations besides the problem's own products.  The vectors live on the problem's ``device`` in its
+``dtype``; the line searches' roundoff band and the trust region's regularisation follow the
+dtype's machine epsilon (float32: 100 eps = 1.2e-5 instead of 1e-10).
 
 Package layout
 --------------

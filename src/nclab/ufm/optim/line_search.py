@@ -31,6 +31,12 @@ __all__ = ["Armijo", "StrongWolfe", "line_search_from_options", "LINE_SEARCHES"]
 #: matters in the last digits of convergence.
 _FBAND = 1e-10
 
+
+def _fband(sp: _Space) -> float:
+    """The band of the space's dtype: ``_FBAND``, or 100 eps where that is wider (float32:
+    1.2e-5, its sums' roundoff)."""
+    return max(_FBAND, 100.0 * sp.eps)
+
 #: The ``line_search=`` option's values.
 LINE_SEARCHES = ("wolfe", "armijo")
 
@@ -51,7 +57,7 @@ class Armijo:
         """(new point with its gradient, step, ok) -- see the module docstring."""
         c1 = self.c1
         t = t0
-        slack = _FBAND * abs(p.f)
+        slack = _fband(sp) * abs(p.f)
         for _ in range(self.max_trials):
             q = sp.retr(p, d, t)
             f = sp.cost(q)
@@ -106,7 +112,7 @@ class StrongWolfe:
         """(new evaluated point, step, ok) -- see the class docstring."""
         c1, c2, max_evals = self.c1, self.c2, self.max_evals
         f0 = p.f
-        slack = _FBAND * abs(f0)
+        slack = _fband(sp) * abs(f0)
 
         def armijo_ok(t, f, df):
             # sufficient decrease; at the roundoff level of f the approximate form of Hager & Zhang

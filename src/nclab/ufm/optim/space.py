@@ -12,6 +12,15 @@ transport are identities, so they are skipped) and ``manifold.batched_transport`
 are transported in one call).  A manifold that does not say (``None`` or no such attribute: a
 user's own) is probed once per run instead, and its metric is checked against the dot product.
 The space also counts the evaluations of the cost, the gradient and Hessian-vector products.
+
+Fused path.  Where the manifold is a product of nclab's own factors (``manifold.fused``) the
+projection, retraction and transports act on the flat vector directly (consecutive oblique factors
+as one block of rows: a few whole-vector operations, no tuple per call), and where the problem
+offers ``cost_and_egrad_into`` the Euclidean gradient is written straight into a flat vector (no
+tuple, no concatenation).  Otherwise every map goes through the manifold's tuple methods.
+
+Device and dtype.  The vectors live on the problem's ``device`` and in its ``dtype`` (nclab's
+problems say; for a problem that does not, float64 on the device of ``x0``); ``x0`` is converted.
 """
 
 from __future__ import annotations
@@ -41,6 +50,20 @@ class _Point:
         self.gn = math.nan
 
 
+def _defined_in(cls, name: str):
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+
+def _fused_evaluation(problem) -> bool:
+    """Whether the space may call ``problem.cost_and_egrad_into``: the problem has it, and it is
+    defined no higher in the class tree than ``cost_and_egrad`` (a subclass that overrides only
+    ``cost_and_egrad`` keeps its own evaluation)."""
+    if not callable(getattr(problem, "cost_and_egrad_into", None)):
+        return False
+    into, plain = _defined_in(type(problem), "cost_and_egrad_into"), _defined_in(type(problem), "cost_and_egrad")
+    return into is not None and (plain is None or issubclass(into, plain))
+
+
 class _Space:
     """The problem seen through flat vectors; counts evaluations.
 
@@ -59,8 +82,11 @@ class _Space:
         x0 = tuple(torch.as_tensor(t) for t in x0)
         if any(not torch.is_floating_point(t) for t in x0):
             raise TypeError("x0 must hold floating-point tensors")
-        self.device = x0[0].device
-        self.dtype = torch.float64
+        self.device = torch.device(getattr(problem, "device", None) or x0[0].device)
+        self.dtype = getattr(problem, "dtype", None) or torch.float64
+        if self.dtype not in (torch.float64, torch.float32):
+            raise TypeError(f"the solvers compute in float64 or float32, not {self.dtype}")
+        self.eps = float(torch.finfo(self.dtype).eps)
         self.shapes = [tuple(t.shape) for t in x0]
         self.sizes = [t.numel() for t in x0]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
@@ -70,6 +96,8 @@ class _Space:
             raise ValueError("x0 contains NaN or inf entries")
         self.x0 = self.point(flat)
         self.n_cost = self.n_grad = self.n_hess = 0
+        self.fused = getattr(self.M, "fused", False) is True
+        self.into = _fused_evaluation(problem)
         declared = getattr(self.M, "flat", None)
         self.flat = bool(declared) if declared is not None else self._probe_flat()
         if self.flat:
@@ -138,24 +166,32 @@ class _Space:
     def retr(self, p: _Point, d, t: float) -> _Point:
         if self.flat:
             return self.point(torch.add(p.x, d, alpha=t))
+        if self.fused:
+            return self.point(self.M.retr_flat(p.x, d, t))
         xt = tuple(self.M.retr(p.xt, self.split(d), t))
         return _Point(self.cat(xt), xt)
 
     def proj(self, p: _Point, v):
         if self.flat:
             return v
+        if self.fused:
+            return self.M.proj_flat(p.x, v)
         return self.cat(self.M.proj(p.xt, self.split(v)))
 
     def transport(self, p: _Point, q: _Point, v):
         if self.flat:
             return v
+        if self.fused:
+            return self.M.proj_flat(q.x, v)
         return self.cat(self.M.transport(p.xt, q.xt, self.split(v)))
 
     def transport_rows_(self, p: _Point, q: _Point, Z) -> None:
         """Transport every row of Z (k x D) from T_p to T_q, in place."""
         if self.flat or Z.shape[0] == 0:
             return
-        if self.batched:
+        if self.fused:
+            self.M.transport_rows_flat_(q.x, Z)
+        elif self.batched:
             k, o = Z.shape[0], self.offsets
             batch = tuple(Z[:, o[i] : o[i + 1]].reshape(k, *s) for i, s in enumerate(self.shapes))
             out = self.M.transport(p.xt, q.xt, batch)
@@ -167,10 +203,23 @@ class _Space:
 
     # --- evaluations -------------------------------------------------------------------------------
     def evaluate(self, p: _Point) -> _Point:
-        """Objective and Riemannian gradient at p (one ``cost_and_egrad`` call)."""
-        f, eg = self.problem.cost_and_egrad(p.xt)
+        """Objective and Riemannian gradient at p (one ``cost_and_egrad`` call, or
+        ``cost_and_egrad_into`` a flat vector where the problem has it)."""
         self.n_cost += 1
         self.n_grad += 1
+        if self.into:
+            eg = torch.empty(self.D, dtype=self.dtype, device=self.device)
+            p.f = float(self.problem.cost_and_egrad_into(p.xt, self.split(eg)))
+            if self.flat:
+                g = eg
+            elif self.fused:
+                g = self.M.proj_flat(p.x, eg)
+            else:
+                g = self.cat(tuple(self.M.egrad2rgrad(p.xt, self.split(eg))))
+            p.g = g
+            p.gn = math.sqrt(max(float(torch.dot(g, g)), 0.0))
+            return p
+        f, eg = self.problem.cost_and_egrad(p.xt)
         self._set_grad(p, eg)
         p.f = float(f)
         return p
@@ -189,6 +238,8 @@ class _Space:
     def _set_grad(self, p: _Point, eg) -> None:
         if self.flat:
             g = self.cat(tuple(eg))
+        elif self.fused:
+            g = self.M.proj_flat(p.x, self.cat(tuple(eg)))
         else:
             g = self.cat(tuple(self.M.egrad2rgrad(p.xt, tuple(eg))))
         if g.dtype != self.dtype:

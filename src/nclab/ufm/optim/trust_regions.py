@@ -111,7 +111,7 @@ def trust_regions(problem, x0, **options):
         q = sp.retr(p, eta, 1.0)
         fq = sp.cost(q)
         model_dec = -(_dot(p.g, eta) + 0.5 * _dot(eta, Heta))
-        reg = 1e3 * _EPS * max(abs(p.f), 1e-300)
+        reg = 1e3 * max(_EPS, sp.eps) * max(abs(p.f), 1e-300)
         rho = (p.f - fq + reg) / (model_dec + reg) if math.isfinite(fq) else -math.inf
         if model_dec < 0:  # the model did not decrease (numerical trouble): treat as a failure
             rho = -math.inf

@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from nclab.ufm.problems.memory import check_memory
-from nclab.ufm.problems.base import UFMProblem
+from nclab.ufm.problems.base import DTYPES, UFMProblem, resolve_device_dtype
 from nclab.ufm.problems.ce import CEProblem
 from nclab.ufm.problems.logit import (
     _CELoss,
@@ -61,6 +61,8 @@ __all__ = [
     "NormalizedProblem",
     "SphereProblem",
     "make_problem",
+    "resolve_device_dtype",
+    "DTYPES",
     "zero_point_min_eig",
     "stable_cross_entropy",
     "ce_label_gradient",
@@ -90,7 +92,8 @@ _CLASSES: dict[str, type[UFMProblem]] = {
 _ALIASES = {"n": "n_points"}
 
 
-def make_problem(loss: str = "ce", *, memory_limit: float | None = None, **options) -> UFMProblem:
+def make_problem(loss: str = "ce", *, memory_limit: float | None = None, device=None, dtype=None,
+                 **options) -> UFMProblem:
     """Build a UFM problem by name with the defaults of :data:`DEFAULTS` (the CLI's options).
 
     ``loss`` is one of ``"ce"``, ``"mse"``, ``"normalized"``, ``"sphere"``.  ``d`` defaults to K
@@ -98,7 +101,11 @@ def make_problem(loss: str = "ce", *, memory_limit: float | None = None, **optio
     Options set to None take their default.  Unknown options raise ValueError naming them.
     Before anything is allocated the memory a solve needs is estimated
     (:func:`nclab.ufm.problems.memory.estimate_bytes`) and a problem above ``memory_limit`` GiB
-    (None: the memory available now; ``math.inf``: no check) is refused with both numbers.
+    (None: the memory available now, on the GPU for a CUDA device; ``math.inf``: no check) is
+    refused with both numbers.  ``device`` ("cpu", "cuda", "cuda:N"; None: the CPU) and ``dtype``
+    (torch.float64 or torch.float32, or their names; None: float64) say where the problem computes
+    (:func:`nclab.ufm.problems.base.resolve_device_dtype`: a CUDA device where torch has none is
+    refused); the solvers follow the problem.
 
     >>> make_problem("mse", K=3, n=2).describe()["d"]
     3
@@ -125,5 +132,6 @@ def make_problem(loss: str = "ce", *, memory_limit: float | None = None, **optio
         opts["d"] = opts["K"]
     if opts.get("class_sizes") is not None and options.get("n") is None:
         opts["n"] = None  # the class sizes define the classes; n is then their rounded mean
-    check_memory(loss, opts, memory_limit)
-    return _CLASSES[loss](**opts)
+    dev, dt = resolve_device_dtype(device, dtype)
+    check_memory(loss, opts, memory_limit, device=dev, dtype=dt)
+    return _CLASSES[loss](**opts, device=dev, dtype=dt)

@@ -8,6 +8,11 @@
 * the evaluation counters (``counts``) and the evaluation API: ``cost``, ``egrad``,
   ``cost_and_egrad``, ``ehess``, ``rgrad``, ``rhess``;
 * the accessors ``classifier``, ``features``, ``bias`` and the NC metrics of a point;
+* where the problem computes: ``device`` and ``dtype`` (float64 on the CPU by default; float32 and
+  CUDA on request, validated by :func:`resolve_device_dtype`).  Starts and closed-form points are
+  drawn in float64 on the CPU and then moved, so a seed gives the same start on every device;
+* the fused evaluation ``cost_and_egrad_into(x, out)``, which writes the gradient into given
+  tensors (views of the solvers' one flat vector) instead of allocating a tuple;
 * the symmetry of every UFM: f(W Q^T, H Q^T) = f(W, H) for orthogonal Q (REFERENCE.md section 2,
   "Symmetry").  Its orbit through x has the tangent space ``{(W A, H A, 0) : A skew}``; a problem
   names the factors of its point that rotate (``rotating_factors``) and any further flat
@@ -28,14 +33,52 @@ import torch
 
 from nclab.manifolds import Product
 
-__all__ = ["UFMProblem"]
+__all__ = ["UFMProblem", "resolve_device_dtype", "DTYPES"]
 
 _DTYPE = torch.float64
+
+#: The dtypes a UFM problem computes in (by name).
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """``(torch.device, torch.dtype)`` from user values: ``device`` None/"cpu"/"cuda"/"cuda:N"/a
+    torch.device (None: the CPU), ``dtype`` None/"float64"/"float32"/torch.float64/torch.float32
+    (None: float64).  A CUDA device is refused with a clear message where torch has none.
+
+    >>> resolve_device_dtype(None, "float32")
+    (device(type='cpu'), torch.float32)
+    """
+    if dtype is None:
+        dt = _DTYPE
+    elif isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        dt = DTYPES[dtype.removeprefix("torch.")]
+    elif isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        dt = dtype
+    else:
+        raise ValueError(f"dtype must be float64 or float32 (a name or torch dtype), got {dtype!r}")
+    if device is None:
+        return torch.device("cpu"), dt
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} was asked for, but torch sees no CUDA GPU here "
+                f"(torch {torch.__version__}, cuda available: False); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev, dt
 
 
 class UFMProblem:
     """Base class: a manifold, a cost with hand-derived gradient and Hessian-vector product, a
-    per-point cache and evaluation counters.  Points and tangent vectors are tuples of float64
+    per-point cache and evaluation counters.  Points and tangent vectors are tuples of ``dtype``
     tensors (``manifold`` is always a :class:`Product`).
 
     Subclasses implement ``_compute(x)`` (cost and the cached quantities), ``_egrad(x, state)``
@@ -53,7 +96,14 @@ class UFMProblem:
     #: Indices of the factors of a point that the O(d) symmetry rotates (x_i -> x_i Q^T).
     rotating_factors: tuple[int, ...] = (0, 1)
 
-    def __init__(self) -> None:
+    #: where the problem computes (set by the subclasses through :meth:`_set_device`)
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = _DTYPE
+    #: ``_egrad(x, state, out)`` writes into ``out`` (else the base class copies)
+    _egrad_writes_into = False
+
+    def __init__(self, device=None, dtype=None) -> None:
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.counts = {"cost": 0, "grad": 0, "hess": 0}
         self._cache: list[tuple[tuple, tuple, dict]] = []  # small LRU of (tensors, versions, state)
 
@@ -99,6 +149,29 @@ class UFMProblem:
         self.counts["grad"] += 1
         state = self._state(x)
         return float(state["cost"]), self._grad_from_state(x, state)
+
+    def cost_and_egrad_into(self, x, out) -> float:
+        """Cost, with the Euclidean gradient written into ``out`` (a tuple of tensors shaped like x,
+        e.g. views of one flat vector); counts one cost and one gradient.  The per-point cache
+        keeps ``out`` as the point's gradient: do not modify it afterwards."""
+        self.counts["cost"] += 1
+        self.counts["grad"] += 1
+        state = self._state(x)
+        if "egrad" in state:
+            for o, g in zip(out, state["egrad"]):
+                o.copy_(g)
+        elif self._egrad_writes_into:
+            self._egrad(x, state, out)
+            state["egrad"] = tuple(out)
+        else:
+            for o, g in zip(out, self._grad_from_state(x, state)):
+                o.copy_(g)
+        return float(state["cost"])
+
+    def place(self, x) -> tuple:
+        """A point or tangent vector (tuple) on this problem's device and dtype (no copy when
+        it is there already)."""
+        return tuple(torch.as_tensor(t).to(device=self.device, dtype=self.dtype) for t in x)
 
     def ehess(self, x, u) -> tuple:
         """Euclidean Hessian-vector product D^2 f(x)[u]."""
@@ -180,9 +253,20 @@ class UFMProblem:
         from nclab.metrics import compute_metrics  # lazy: the metrics module is independent
 
         b = self.bias(x)
+        F = self.features(x).detach()
         return compute_metrics(
-            self.features(x).detach(), self.labels, self.classifier(x).detach(), None if b is None else b.detach()
+            F, self.labels.to(F.device), self.classifier(x).detach(), None if b is None else b.detach()
         ).as_dict()
+
+    def _where(self) -> dict[str, str]:
+        """``device``/``dtype`` for :meth:`describe`, only where they are not the defaults (CPU,
+        float64), so that results and files of default problems keep their keys."""
+        out = {}
+        if self.device.type != "cpu":
+            out["device"] = str(self.device)
+        if self.dtype != _DTYPE:
+            out["dtype"] = str(self.dtype).removeprefix("torch.")
+        return out
 
     def describe(self) -> dict[str, Any]:  # pragma: no cover - overridden
         return {"loss": self.loss}

@@ -138,8 +138,9 @@ class _LogitProblem(UFMProblem):
     def _setup_labels(self, class_sizes: torch.Tensor) -> None:
         self.class_sizes = class_sizes
         self.N = int(class_sizes.sum())
-        self.labels = torch.repeat_interleave(torch.arange(self.K), class_sizes)
-        self._rows = torch.arange(self.N)
+        self.labels = torch.repeat_interleave(torch.arange(self.K), class_sizes)  # public: on the CPU
+        self._labels = self.labels.to(self.device)  # the kernels' copy, where the problem computes
+        self._rows = torch.arange(self.N, device=self.device)
         self.balanced = bool((class_sizes == class_sizes[0]).all())
 
     # loss-specific: value and G = dL/dZ from the logits; and dG = D^2 L[dZ]
@@ -170,18 +171,21 @@ class _LogitProblem(UFMProblem):
         state["cost"] = value + reg
         return state
 
-    def _egrad(self, x, state):
+    _egrad_writes_into = True
+
+    def _egrad(self, x, state, out=None):
         W, H = x[0], x[1]
         G = state["G"]
         s = self._scale
-        # s G^T H + lw W and s G W + lh H, each one fused product
-        gW = torch.addmm(W, G.T, H, beta=self.lw, alpha=s) if self.lw else torch.mm(G.T, H).mul_(s)
-        gH = torch.addmm(H, G, W, beta=self.lh, alpha=s) if self.lh else torch.mm(G, W).mul_(s)
+        oW, oH, ob = (None, None, None) if out is None else (out[0], out[1], out[2] if self.has_bias else None)
+        # s G^T H + lw W and s G W + lh H, each one fused product (written into out when given)
+        gW = _scaled_mm(G.T, H, s, W, self.lw, oW)
+        gH = _scaled_mm(G, W, s, H, self.lh, oH)
         if not self.has_bias:
             return (gW, gH)
-        gb = G.sum(dim=0)
+        gb = G.sum(dim=0) if ob is None else torch.sum(G, dim=0, out=ob)
         if self.lb:
-            gb = gb + self.lb * x[2]
+            gb = gb.add_(x[2], alpha=self.lb)
         return (gW, gH, gb)
 
     def _ehess(self, x, state, u):
@@ -209,11 +213,22 @@ class _LogitProblem(UFMProblem):
         return (hW, hH, hb)
 
 
+def _scaled_mm(A, B, s: float, C, c: float, out=None):
+    """``s A B + c C`` in one product (``out`` if given)."""
+    if c:
+        return torch.addmm(C, A, B, beta=c, alpha=s, out=out)
+    if out is None:
+        out = torch.mm(A, B)
+    else:
+        torch.mm(A, B, out=out)
+    return out.mul_(s) if s != 1.0 else out
+
+
 class _CELoss:
     """Mixin: mean cross-entropy of the logits; caches P (row softmax) and G = (P - Y)/N."""
 
     def _loss(self, Z, state):
-        labels = self.labels.to(Z.device)
+        labels = self._labels
         ce, P, pivot = stable_cross_entropy(Z, labels, self._rows)  # Z becomes P
         state["P"] = P.clone()
         state["pivot"] = pivot
@@ -229,7 +244,7 @@ class _MSELoss:
 
     def _loss(self, Z, state):
         R = Z  # private to this evaluation: the residual overwrites it
-        R[self._rows, self.labels.to(Z.device)] -= 1.0
+        R[self._rows, self._labels] -= 1.0
         value = _sq_norm(R) / (2 * self.N)
         state["G"] = R.div_(self.N)
         return value
@@ -246,8 +261,8 @@ class _MSELoss:
 class _PenalizedUFM(_LogitProblem):
     """CE/MSE UFM on free (W, H[, b]) with weight decay; common options and the zero point."""
 
-    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True, class_sizes=None):
-        super().__init__()
+    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True, class_sizes=None, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
         self.K = check_int("K", K, minimum=2)
         if class_sizes is None:
             self.n = check_int("n", n, minimum=1)
@@ -276,7 +291,7 @@ class _PenalizedUFM(_LogitProblem):
 
     def describe(self) -> dict[str, Any]:
         return {"loss": self.loss, "K": self.K, "n": self.n, "d": self.d, "lw": self.lw, "lh": self.lh,
-                "lb": self.lb, "bias": self.has_bias}
+                "lb": self.lb, "bias": self.has_bias, **self._where()}
 
     def random_start(self, seed: int) -> tuple:
         """Gaussian start, reproducible from ``seed``: W, H entries N(0, 1/d) (rows of norm ~1),
@@ -285,17 +300,18 @@ class _PenalizedUFM(_LogitProblem):
         W = torch.randn(self.K, self.d, generator=g, dtype=_DTYPE) / math.sqrt(self.d)
         H = torch.randn(self.N, self.d, generator=g, dtype=_DTYPE) / math.sqrt(self.d)
         if not self.has_bias:
-            return (W, H)
-        return (W, H, 0.1 * torch.randn(self.K, generator=g, dtype=_DTYPE))
+            return self.place((W, H))
+        return self.place((W, H, 0.1 * torch.randn(self.K, generator=g, dtype=_DTYPE)))
 
     def _pack(self, W, H, b):
-        return (W, H, b) if self.has_bias else (W, H)
+        """The point (W, H[, b]) on the problem's device and dtype."""
+        return self.place((W, H, b) if self.has_bias else (W, H))
 
     def _feature_ratio_error(self, W, H) -> float:
         """|H - sqrt(lw/(n lh)) W[labels]| / |H|: the balance of a minimiser's factors."""
         c = math.sqrt(self.lw / (self.n * self.lh))
         hn = float(H.norm())
-        return float((H - c * W[self.labels]).norm()) / hn if hn > 0 else math.inf
+        return float((H - c * W[self.labels.to(W.device)]).norm()) / hn if hn > 0 else math.inf
 
     @staticmethod
     def _zero_norm(W, H) -> float:

@@ -21,6 +21,8 @@ import math
 import numbers
 import os
 
+import torch
+
 __all__ = ["estimate_bytes", "available_memory", "check_memory"]
 
 _GIB = 2**30
@@ -66,9 +68,15 @@ def estimate_bytes(loss: str, opts: dict) -> tuple[int, str] | None:
     return total, f"{D:,} variables and {logits:,} logits"
 
 
-def available_memory() -> int | None:
+def available_memory(device=None) -> int | None:
     """Bytes of memory available now (Linux: MemAvailable of /proc/meminfo; elsewhere the free
-    physical pages), or None where the system does not say."""
+    physical pages; on a CUDA ``device`` the GPU's free memory), or None where the system does not
+    say."""
+    if device is not None and torch.device(device).type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError):
+            return None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -82,9 +90,10 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(loss: str, opts: dict, memory_limit: float | None = None) -> None:
+def check_memory(loss: str, opts: dict, memory_limit: float | None = None, *, device=None, dtype=None) -> None:
     """Raise ValueError when the estimate exceeds ``memory_limit`` GiB (None: the available
-    memory; ``math.inf``: never)."""
+    memory of ``device``; ``math.inf``: never).  The estimate is for float64; a float32 problem
+    needs half of it."""
     if memory_limit is not None:
         if isinstance(memory_limit, bool) or not isinstance(memory_limit, numbers.Real) or not memory_limit > 0:
             raise ValueError(f"memory_limit must be a number of GiB > 0, got {memory_limit!r}")
@@ -94,8 +103,10 @@ def check_memory(loss: str, opts: dict, memory_limit: float | None = None) -> No
     if est is None:
         return
     need, what = est
+    if dtype is not None and torch.finfo(dtype).bits == 32:
+        need //= 2
     if memory_limit is None:
-        avail = available_memory()
+        avail = available_memory(device)
         if avail is None:
             return
         limit, source = avail, "available"

@@ -51,8 +51,8 @@ class MSEProblem(_MSELoss, _PenalizedUFM):
 
     loss = "mse"
 
-    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True):
-        super().__init__(K, n, d, lw, lh, lb=lb, bias=bias)
+    def __init__(self, K, n, d, lw, lh, lb=0.0, bias=True, *, device=None, dtype=None):
+        super().__init__(K, n, d, lw, lh, lb=lb, bias=bias, device=device, dtype=dtype)
 
     @cached_property
     def closed_form(self) -> tuple | None:
@@ -137,7 +137,7 @@ class MSEProblem(_MSELoss, _PenalizedUFM):
             out["etf_W"] = etf_gram_error(W)
         elif not self.has_bias and self.d >= K:
             G = W @ W.T
-            out["orthogonality_W"] = float((G / G.norm() - torch.eye(K, dtype=G.dtype) / math.sqrt(K)).norm())
+            out["orthogonality_W"] = float((G / G.norm() - torch.eye(K, dtype=G.dtype, device=G.device) / math.sqrt(K)).norm())
         return out
 
     # --- the critical point W = H = 0 --------------------------------------------------------

@@ -32,8 +32,8 @@ class NormalizedProblem(_CELoss, _LogitProblem):
 
     loss = "normalized"
 
-    def __init__(self, K, n, d, tau):
-        super().__init__()
+    def __init__(self, K, n, d, tau, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
         self.K = check_int("K", K, minimum=2)
         self.n = check_int("n", n, minimum=1)
         self.d = check_int("d", d, minimum=1)
@@ -53,7 +53,7 @@ class NormalizedProblem(_CELoss, _LogitProblem):
         if self.optimum is None:
             return None
         W = simplex_etf(self.K, self.d, seed=seed)
-        return (W, W[self.labels].clone())
+        return self.place((W, W[self.labels].clone()))
 
     def structure(self, x) -> dict[str, float | None]:
         """``feature_error`` = max |h_{k,i} - w_k| and ``etf_W`` =
@@ -61,11 +61,11 @@ class NormalizedProblem(_CELoss, _LogitProblem):
         if self.optimum is None:
             return {}
         W, H = x[0].detach(), x[1].detach()
-        return {"feature_error": float((H - W[self.labels]).abs().max()), "etf_W": etf_gram_error(W)}
+        return {"feature_error": float((H - W[self.labels.to(W.device)]).abs().max()), "etf_W": etf_gram_error(W)}
 
     def random_start(self, seed: int) -> tuple:
         """Uniform (normalised Gaussian) rows, reproducible from ``seed``."""
-        return self.manifold.random_point(torch.Generator().manual_seed(int(seed)))
+        return self.place(self.manifold.random_point(torch.Generator().manual_seed(int(seed))))
 
     def describe(self) -> dict[str, Any]:
-        return {"loss": self.loss, "K": self.K, "n": self.n, "d": self.d, "tau": self.tau}
+        return {"loss": self.loss, "K": self.K, "n": self.n, "d": self.d, "tau": self.tau, **self._where()}

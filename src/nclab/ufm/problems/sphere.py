@@ -43,8 +43,8 @@ class SphereProblem(UFMProblem):
     loss = "sphere"
     rotating_factors = (0,)
 
-    def __init__(self, n_points, d, tau):
-        super().__init__()
+    def __init__(self, n_points, d, tau, *, device=None, dtype=None):
+        super().__init__(device=device, dtype=dtype)
         self.n_points = check_int("n_points", n_points, minimum=2)
         self.d = check_int("d", d, minimum=1)
         self.tau = check_real("tau", tau, positive=True)
@@ -52,12 +52,13 @@ class SphereProblem(UFMProblem):
         self.n = 1
         self.class_sizes = torch.ones(self.K, dtype=torch.long)
         self.labels = torch.arange(self.K)
+        self._rows = self.labels.to(self.device)
         self.manifold = Product(Oblique(self.n_points, self.d))
 
     def _compute(self, x) -> dict:
         X = x[0]
         Z = torch.mm(X, X.T).mul_(self.tau)
-        rows = self.labels
+        rows = self._rows
         ce, P, pivot = stable_cross_entropy(Z, rows, rows)  # row i's label is i
         cost = float(ce.sum()) / self.n_points
         G = ce_label_gradient(P.clone(), rows, rows, 1.0 / self.n_points)
@@ -82,7 +83,7 @@ class SphereProblem(UFMProblem):
     def optimal_point(self, seed: int | None = None):
         if self.optimum is None:
             return None
-        return (simplex_etf(self.n_points, self.d, seed=seed),)
+        return self.place((simplex_etf(self.n_points, self.d, seed=seed),))
 
     def structure(self, x) -> dict[str, float | None]:
         """``frame_potential_excess`` = FP / max(n, n^2/d) - 1 (computed without cancellation,
@@ -95,7 +96,7 @@ class SphereProblem(UFMProblem):
         return out
 
     def random_start(self, seed: int) -> tuple:
-        return self.manifold.random_point(torch.Generator().manual_seed(int(seed)))
+        return self.place(self.manifold.random_point(torch.Generator().manual_seed(int(seed))))
 
     def classifier(self, x) -> torch.Tensor:
         return x[0]
@@ -125,4 +126,4 @@ class SphereProblem(UFMProblem):
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"loss": self.loss, "n_points": self.n_points, "d": self.d, "tau": self.tau}
+        return {"loss": self.loss, "n_points": self.n_points, "d": self.d, "tau": self.tau, **self._where()}
