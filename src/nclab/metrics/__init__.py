@@ -36,7 +36,8 @@ import torch
 from nclab._validation import check_features, check_head, check_int, check_labels, check_num_classes
 from nclab.metrics.nc4 import NC4Counter
 from nclab.metrics.result import METRIC_DESCRIPTIONS, METRIC_NAMES, NCMetrics
-from nclab.metrics.stats import EmptyClassesError, NCStats
+from nclab.metrics.compute import EmptyClassesError
+from nclab.metrics.stats import NCStats
 
 __all__ = [
     "METRIC_NAMES",

@@ -62,44 +62,12 @@ from nclab._validation import (
     check_real,
 )
 from nclab.distributed import collective_device
-from nclab.geometry import DEFAULT_TILE
-from nclab.metrics import functional as F
+from nclab.metrics.compute import EmptyClassesError, metrics_from_statistics
 from nclab.metrics.moments import batch_moments, blas_syrk, gemm_dtype
-from nclab.metrics.pairwise import pairwise_summaries
 from nclab.metrics.result import NCMetrics
 
 __all__ = ["NCStats", "EmptyClassesError"]
 
-
-class EmptyClassesError(ValueError):
-    """Some of the K classes have no sample (``empty="raise"``).
-
-    ``missing`` lists them, ``present`` counts the classes with samples and ``max_label`` is the
-    largest label seen.  When fewer than half of the labels up to the largest have samples, the
-    likely cause is a label out of range rather than a class left out (:attr:`out_of_range`).
-    :meth:`message` words the remedy with the caller's names: Python arguments here, command-line
-    options in :mod:`nclab.cli`.
-    """
-
-    def __init__(self, missing: list[int], present: int, max_label: int | None):
-        self.missing = list(missing)
-        self.present = int(present)
-        self.max_label = max_label
-        super().__init__(self.message())
-
-    @property
-    def out_of_range(self) -> bool:
-        return self.max_label is not None and self.present < (self.max_label + 1) / 2
-
-    def message(self, num_classes: str = "num_classes=K", head: str = "classifier=W",
-                drop: str = 'empty="drop"') -> str:
-        if self.out_of_range:
-            return (f"labels go up to {self.max_label} but only {self.present} classes have samples: "
-                    f"a label out of range? give {num_classes} or {head} to check the labels, "
-                    f"or {drop} to ignore the empty classes")
-        more = " ..." if len(self.missing) > 20 else ""
-        return (f"{len(self.missing)} class(es) have no sample: {self.missing[:20]}{more}; "
-                f"pass {drop} to compute the metrics over the {self.present} classes present")
 
 #: The tensors of the state, in the order of :meth:`NCStats.state_dict`.
 _STATE_TENSORS = ("counts", "means", "m2", "scatter")
@@ -403,7 +371,7 @@ class NCStats:
         weighted_mean: bool = False,
         rtol: float | None = None,
         empty: str = "raise",
-        tile: int = DEFAULT_TILE,
+        tile: int | None = None,
     ) -> NCMetrics:
         """All metrics of REFERENCE.md section 3 but nc4 (see :class:`nclab.metrics.NC4Counter`).
 
@@ -419,76 +387,24 @@ class NCStats:
             matrix-rank tolerance); no +eps*I regularisation and no hard rank-(K-1) truncation.
         empty : "raise" (default) if a class has no sample, or "drop" to compute the metrics over
             the classes present (listed in ``empty_classes`` of the result).
-        tile : block size of the pairwise (K x K) quantities; memory O(tile^2).
+        tile : block size of the pairwise (K x K) quantities; memory O(tile^2).  Default: chosen
+            from the available memory (:func:`nclab.metrics.resources.auto_tile`).
 
-        Each metric is the pure formula of :mod:`nclab.metrics.functional` (nc1 by
-        :func:`~nclab.metrics.functional.nc1_and_rank`, in the span of the centred means, with no
-        d x d or K x K inverse); the pairwise ones share one tiled pass per Gram.
+        Each metric is the pure formula of :mod:`nclab.metrics.functional`, evaluated by
+        :func:`nclab.metrics.compute.metrics_from_statistics` (small eigenproblems on the smaller
+        of the K x K and d x d Grams; the pairwise metrics share one tiled pass per Gram).
         """
         self._require_data()
         check_choice("empty", empty, ("raise", "drop"))
         weighted_mean = check_bool("weighted_mean", weighted_mean)
-        tile = check_int("tile", tile, minimum=1)
+        if tile is not None:
+            tile = check_int("tile", tile, minimum=1)
         if rtol is not None:
             rtol = check_real("rtol", rtol, nonnegative=True)
-        K, d = self.num_classes, self.dim
         W = b = None
         if classifier is not None:
-            W, b = check_head(classifier, bias, K, d, self.device)
+            W, b = check_head(classifier, bias, self.num_classes, self.dim, self.device)
         elif bias is not None:
             raise ValueError("bias was given without a classifier; pass classifier=W as well")
-
-        counts, means, m2 = self.counts, self.means, self.m2
-        missing = torch.nonzero(counts == 0).squeeze(1).tolist()
-        if missing:
-            if empty == "raise":
-                present = torch.nonzero(counts > 0).squeeze(1)
-                max_label = int(present.max()) if present.numel() else None
-                raise EmptyClassesError(missing, present.numel(), max_label)
-            keep = torch.nonzero(counts > 0).squeeze(1)
-            counts, means, m2 = counts[keep], means[keep], m2[keep]
-            if W is not None:
-                W, b = W[keep], b[keep]
-        Kp = counts.shape[0]
-        if Kp < 2:
-            raise ValueError(f"need samples of at least 2 classes, got {Kp}")
-        N = float(counts.sum())
-
-        Mc, mu_g = F.centred_means(means, counts, weighted=weighted_mean)
-        sigma_w = self.scatter / N
-        if rtol is None:
-            rtol = F.default_rtol(Kp, d)
-        # One tiled pass over each Gram serves all its pairwise metrics (and nc1's eigenproblem):
-        # cdnv, nc2_maxangle and nc2_etf of the means are F.cdnv, F.nc2_maxangle, F.nc2_etf fused.
-        pm = pairwise_summaries(Mc, angle=True, variances=m2 / counts, tile=tile, keep_gram=Kp <= d)
-        nc1, rank = F.nc1_and_rank(Mc, sigma_w, rtol, gram=pm["gram"])
-
-        W_metrics = dict(nc2_equinorm_W=None, nc2_maxangle_W=None, nc2_etf_W=None, nc3=None,
-                         nc3_duality_gram=None, bias_collapse=None)
-        if W is not None:
-            pw = pairwise_summaries(W, angle=True, tile=tile)  # F.nc2_maxangle(W) and F.nc2_etf(W) fused
-            W_metrics = dict(
-                nc2_equinorm_W=F.nc2_equinorm(W),
-                nc2_maxangle_W=pw["angle_error"],
-                nc2_etf_W=pw["etf_gram_error"],
-                nc3=F.nc3(W, Mc),
-                nc3_duality_gram=F.nc3_duality_gram(W, Mc, tile=tile),
-                bias_collapse=F.bias_collapse(W, b, mu_g),
-            )
-        return NCMetrics(
-            nc1=nc1,
-            nc1_trace_ratio=F.nc1_trace_ratio(Mc, m2, counts),
-            cdnv=pm["cdnv"],
-            nc2_equinorm_means=F.nc2_equinorm(Mc),
-            nc2_maxangle_means=pm["angle_error"],
-            nc2_etf_means=pm["etf_gram_error"],
-            **W_metrics,
-            num_classes=Kp,
-            num_samples=int(N),
-            dim=d,
-            sigma_b_rank=rank,
-            rtol=float(rtol),
-            weighted_mean=bool(weighted_mean),
-            empty_classes=tuple(missing),
-        )
-
+        return metrics_from_statistics(self.counts, self.means, self.m2, self.scatter, W, b,
+                                       weighted_mean=weighted_mean, rtol=rtol, empty=empty, tile=tile)
