@@ -5,7 +5,7 @@ The package, one idea per module:
 ==============================  ==============================================================
 :mod:`.stats`                   :class:`NCStats`: exact mergeable float64 statistics (update,
                                 merge, sync, compute, reset, state_dict / load_state_dict)
-:mod:`.moments`                 the per-batch kernels (two-level centring, class sums, syrk)
+:mod:`.moments`                 the per-batch kernels (deviations from class references, class sums, the symmetric product)
 :mod:`.nc4`                     :class:`NC4Counter`: nc4 by a second pass with the final means
 :mod:`.functional`              the pure formula of every metric, with its paper
 :mod:`.pairwise`                the tiled K x K kernel (cdnv, max-angle, ETF Gram distances)

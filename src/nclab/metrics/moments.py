@@ -7,7 +7,7 @@
 * :func:`class_summer` forms per-class row sums without a dense B x K one-hot (a sparse CSR
   indicator on the CPU, ``index_add_`` on GPUs);
 * :func:`gemm_dtype` and :func:`blas_syrk` fix the precision and the BLAS routine of the scatter
-  product (syrk: half the flops of the GEMM A^T A, used from d = :data:`SYRK_MIN_DIM` on).
+  product (syrk, half the flops of the GEMM A^T A, from d = :data:`SYRK_MIN_DIM` on).
 
 No Python loop runs over samples or classes.
 """
@@ -26,13 +26,6 @@ def gemm_dtype(dtype: torch.dtype) -> torch.dtype:
 
     Half-precision inputs are upcast: centred deviations need float32's mantissa at least."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def blas_syrk(dtype: torch.dtype):
-    """SciPy's BLAS symmetric rank-k update (``dsyrk`` / ``ssyrk``) for ``dtype``."""
-    from scipy.linalg import blas
-
-    return blas.dsyrk if dtype == torch.float64 else blas.ssyrk
 
 
 def class_summer(y: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype):
@@ -56,16 +49,25 @@ def class_summer(y: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype):
     return lambda X: indicator @ X
 
 
-#: On the CPU the scatter product is BLAS syrk (half the flops of A^T A) from d = SYRK_MIN_DIM on;
-#: below it SciPy's syrk runs at a fraction of torch's GEMM speed (measured at d = 256: 0.8-1.4
-#: against 5.3 GMAC/s on 2 loaded cores; at d = 2048 syrk is 1.6x faster than the GEMM).
-SYRK_MIN_DIM = 512
+#: On the CPU the scatter product is BLAS syrk (half the flops of A^T A, upper triangle only) from
+#: d = SYRK_MIN_DIM on; below it torch's GEMM.  Measured side by side on 2 loaded cores, B = 10,000
+#: rows: d = 2048 syrk 2.0 s vs GEMM 3.7-4.2 s (and a GEMM over the upper 512-column blocks,
+#: 5/8 of the flops, 3.4-3.9 s); d = 1024 both 1.0-1.1 s; d = 256-512 SciPy's syrk (its own
+#: thread pool, fighting torch's) 3-4x slower than the GEMM.
+SYRK_MIN_DIM = 1024
+
+
+def blas_syrk(dtype: torch.dtype):
+    """SciPy's BLAS symmetric rank-k update (``dsyrk`` / ``ssyrk``) for ``dtype``."""
+    from scipy.linalg import blas
+
+    return blas.dsyrk if dtype == torch.float64 else blas.ssyrk
 
 
 class GramAccumulator:
     """``sum alpha A^T A`` over the matrices added, accumulated in float64 from products in A's
-    dtype: BLAS syrk on the CPU for d >= :data:`SYRK_MIN_DIM` (upper triangle only, mirrored when
-    read), a GEMM otherwise."""
+    dtype: BLAS syrk on the CPU for d >= :data:`SYRK_MIN_DIM` (upper triangle, mirrored when
+    read), a torch GEMM otherwise."""
 
     def __init__(self):
         self._upper = None
@@ -83,18 +85,16 @@ class GramAccumulator:
                 self._upper += upper
         else:
             G = (A.T @ A).to(torch.float64)
-            if alpha != 1.0:
-                G *= alpha
             if self._full is None:
-                self._full = G
+                self._full = G.mul_(alpha) if alpha != 1.0 else G
             else:
-                self._full += G
+                self._full.add_(G, alpha=alpha)
 
     def value(self, d: int, device) -> torch.Tensor:
         """The (d, d) float64 sum (zeros if nothing was added)."""
         out = torch.zeros(d, d, dtype=torch.float64, device=device) if self._full is None else self._full
         if self._upper is not None:
-            U = self._upper.to(device).triu()
+            U = self._upper.to(device).triu_()
             out = out + U + U.triu(1).T
         return out
 

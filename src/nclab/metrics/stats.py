@@ -240,7 +240,8 @@ class NCStats:
         """Add a batch: ``features`` (B, d) in any float dtype on any device, ``labels`` (B,) ints.
 
         Cost: O(B d) elementwise work plus one rank-B product into the d x d scatter (BLAS syrk on
-        the CPU from d = 512: half the flops of the GEMM X^T X).  The batch joins the open
+        the CPU from d = 1024, half the flops of the GEMM X^T X; a GEMM below:
+        :class:`~nclab.metrics.moments.GramAccumulator`).  The batch joins the open
         :class:`~nclab.metrics.moments.ReferenceBlock`; reading the state folds it in (one K-row
         product), so a pass costs the products of its own rows plus one of K rows.
         """
