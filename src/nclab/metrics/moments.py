@@ -95,7 +95,9 @@ class GramAccumulator:
         out = torch.zeros(d, d, dtype=torch.float64, device=device) if self._full is None else self._full
         if self._upper is not None:
             U = self._upper.to(device).triu_()
-            out = out + U + U.triu(1).T
+            full = U + U.T
+            full.diagonal().sub_(U.diagonal())
+            out = full if self._full is None else out.add_(full)
         return out
 
 
