@@ -164,3 +164,17 @@ def test_benchmark_runs_streamed_at_a_tiny_size(mode, tmp_path):
         assert res["ratio_to_floors"] > 0 and res["peak_memory_bytes"] >= 0 and 0 <= res["nc4"] <= 1
     else:
         assert 0 < res["compute_share"] < 1
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu_at_k_above_d_and_the_benchmark_runs_on_cuda(tmp_path):
+    from nclab.benchmarks.metrics import main
+
+    X, y, W = _data(24, 5, seed=8)
+    cpu = compute_metrics(X, y, W).as_dict()
+    gpu = compute_metrics(X.cuda(), y.cuda(), W.cuda()).as_dict()
+    for k in cpu:
+        if cpu[k] is not None:
+            assert gpu[k] == pytest.approx(cpu[k], rel=1e-9, abs=1e-12), k
+    main(["--mode", "all", "--device", "cuda", "--N", "700", "--d", "8", "--K", "30", "--batch", "200",
+          "--repeats", "1", "--stream"])
