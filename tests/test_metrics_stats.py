@@ -255,9 +255,13 @@ def test_state_dict_round_trip_mid_stream_equals_an_uninterrupted_pass(dtype, th
     for xb, yb in batches[half:]:
         resumed.update(xb, yb)
         first.update(xb, yb)  # taking a state_dict does not disturb the original
+    # float64 input: equal to rounding.  float32 input: the products are float32 (of centred
+    # values), and a restored state continues from references rounded to float32, so the two
+    # streams agree to float32's precision (the metrics to 1e-6), not bit for bit.
+    rel = 1e-12 if dtype == torch.float64 else 1e-6
     for s in (resumed, first):
-        _assert_rel_equal_state(s, whole)
-        _assert_rel_equal_metrics(s, whole, W, b)
+        _assert_rel_equal_state(s, whole, rel=rel)
+        _assert_rel_equal_metrics(s, whole, W, b, rel=rel)
 
 
 def test_state_dict_is_plain_tensors_and_ints_and_a_copy():

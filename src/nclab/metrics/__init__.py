@@ -5,10 +5,13 @@ The package, one idea per module:
 ==============================  ==============================================================
 :mod:`.stats`                   :class:`NCStats`: exact mergeable float64 statistics (update,
                                 merge, sync, compute, reset, state_dict / load_state_dict)
-:mod:`.moments`                 the per-batch kernels (two-level centring, class sums, syrk)
+:mod:`.compute`                 every metric but nc4 from the statistics (``NCStats.compute``),
+                                on the smaller of the K x K and d x d Grams
+:mod:`.moments`                 the per-batch kernels (deviations from class references, class sums, the symmetric product)
 :mod:`.nc4`                     :class:`NC4Counter`: nc4 by a second pass with the final means
 :mod:`.functional`              the pure formula of every metric, with its paper
 :mod:`.pairwise`                the tiled K x K kernel (cdnv, max-angle, ETF Gram distances)
+:mod:`.resources`               memory available for a tile, LAPACK on one thread
 :mod:`.result`                  :data:`METRIC_NAMES`, :data:`METRIC_DESCRIPTIONS`, :class:`NCMetrics`
 this module                     :func:`compute_metrics`: everything in one call
 ==============================  ==============================================================
@@ -36,7 +39,8 @@ import torch
 from nclab._validation import check_features, check_head, check_int, check_labels, check_num_classes
 from nclab.metrics.nc4 import NC4Counter
 from nclab.metrics.result import METRIC_DESCRIPTIONS, METRIC_NAMES, NCMetrics
-from nclab.metrics.stats import EmptyClassesError, NCStats
+from nclab.metrics.compute import EmptyClassesError
+from nclab.metrics.stats import NCStats
 
 __all__ = [
     "METRIC_NAMES",

@@ -27,6 +27,7 @@ import torch
 
 from nclab.geometry import DEFAULT_TILE, equinorm_error
 from nclab.metrics.pairwise import pairwise_summaries
+from nclab.metrics.resources import single_thread
 
 __all__ = [
     "centred_means",
@@ -77,7 +78,7 @@ def default_rtol(K: int, d: int) -> float:
     return max(K, d) * _EPS64
 
 
-def nc1_and_rank(centred_means, sigma_w, rtol: float | None = None, *, gram=None) -> tuple[float, int]:
+def nc1_and_rank(centred_means, sigma_w, rtol: float | None = None, *, gram=None, weights=None) -> tuple[float, int]:
     """``(nc1, rank)``: nc1 = ``Tr(Sigma_W Sigma_B^+)/K`` (Papyan, Han & Donoho 2020) and the
     number of eigenvalues of Sigma_B kept by the cut-off.
 
@@ -85,39 +86,110 @@ def nc1_and_rank(centred_means, sigma_w, rtol: float | None = None, *, gram=None
     ``> rtol * lambda_max`` (default :func:`default_rtol`): no +eps*I regularisation (it inflates
     nc1 by orders of magnitude) and no hard rank-(K-1) truncation (wrong when d < K-1).
 
-    Computed in the span of the centred means, without a d x d or K x K inverse: with
-    ``Mc Mc^T = U diag(lam) U^T`` (the K x K Gram, or the d x d ``Mc^T Mc`` when K > d) and
-    ``v_j = Mc^T u_j / sqrt(lam_j)``, ``nc1 = sum_j v_j^T Sigma_W v_j / lam_j`` over the kept
-    eigenvalues (the 1/K of Sigma_B and the /K of nc1 cancel).  ``gram`` = ``Mc Mc^T`` when the
-    caller has it already.  nan (rank 0) when all means coincide.
+    Computed in the span of the centred means, on the smaller of the K x K Gram ``Mc Mc^T`` and
+    the d x d ``Mc^T Mc``, without forming Sigma_B^+.  With ``Sigma_B^+ = K Mc^T (Mc Mc^T)^{+2} Mc``
+    the 1/K of Sigma_B and the /K of nc1 cancel: ``nc1 = Tr(Sigma_W Mc^T (Mc Mc^T)^{+2} Mc)``.
+
+    * Fast path (CPU, well-conditioned means, the usual case): when K <= d the centring direction
+      ``z`` (``weights``: the counts for a count-weighted global mean; ones by default) is removed
+      exactly by a Householder reflection, leaving the (K-1)-row B with ``Mc Mc^T = Q^T [0, 0;
+      0, B B^T] Q``; a Cholesky factor of ``H = B B^T`` gives ``T = H^{-1} B`` and
+      ``nc1 = sum_k t_k^T Sigma_W t_k`` (rank K-1).  When K > d the d x d ``S = Mc^T Mc`` is
+      factored instead: ``nc1 = Tr(L^{-1} Sigma_W L^{-T})`` (rank d).  It is taken only when
+      LAPACK's condition estimate puts every eigenvalue at least 1e4 times above the cut-off, so
+      the cut-off keeps all of them and the result is the pseudo-inverse formula's.
+    * Otherwise (rank-deficient or nearly so, uncentred input, GPU tensors): the eigenvectors of
+      the smaller Gram, ``Mc Mc^T = U diag(lam) U^T`` and ``v_j = Mc^T u_j / sqrt(lam_j)``,
+      ``nc1 = sum_j v_j^T Sigma_W v_j / lam_j`` over the kept eigenvalues; the dense ``eigh``
+      runs on one thread (several threads fight other processes badly in LAPACK's reduction).
+
+    ``gram`` = ``Mc Mc^T`` when the caller has it already.  nan (rank 0) when all means coincide.
 
     Parameters: centred_means (K, d); sigma_w (d, d) within-class covariance
-    ``(1/N) sum_{k,i} (h_{k,i} - mu_k)(h_{k,i} - mu_k)^T``.
+    ``(1/N) sum_{k,i} (h_{k,i} - mu_k)(h_{k,i} - mu_k)^T``; rtol; gram (K, K) optional;
+    weights (K,) optional, the vector with ``weights^T Mc = 0`` (the counts when the global mean
+    is count-weighted).
     """
     Mc, sigma_w = _f64(centred_means), _f64(sigma_w)
     K, d = Mc.shape
     if rtol is None:
         rtol = default_rtol(K, d)
+    fast = _nc1_cholesky(Mc, sigma_w, float(rtol), gram, weights)
+    return fast if fast is not None else _nc1_eigh(Mc, sigma_w, rtol, gram)
+
+
+#: The fast path of nc1 needs LAPACK's condition estimate above this multiple of the cut-off.
+_COND_MARGIN = 1e4
+
+
+def _nc1_cholesky(Mc, sigma_w, rtol, gram, weights):
+    """nc1 by a Cholesky factor of the smaller Gram, or None when its conditions do not hold."""
+    if Mc.device.type != "cpu" or rtol * _COND_MARGIN >= 1.0:
+        return None
+    K, d = Mc.shape
+    fro2 = float((Mc * Mc).sum())
+    if fro2 == 0.0:
+        return None
     if K <= d:
-        lam, U = torch.linalg.eigh(Mc @ Mc.T if gram is None else gram)
-        if float(lam[-1]) <= 0:
-            return float("nan"), 0
-        keep = lam > rtol * lam[-1]
+        z = torch.ones(K, dtype=torch.float64) if weights is None else _f64(weights).to(Mc.device)
+        z = z / z.norm()
+        if float((z @ Mc).square().sum()) > 0.01 * rtol * fro2 / K:
+            return None  # not centred along z: no known null direction to remove
+        v = z.clone()
+        v[0] += 1.0 if float(z[0]) >= 0 else -1.0  # Householder vector: Q z = -+e_1
+        c = 2.0 / float(v @ v)
+        B = (Mc - (c * v)[:, None] * (v @ Mc)[None, :])[1:]
+        if gram is None:
+            H = B @ B.T
+        else:  # Q G Q from the Gram the caller has: O(K^2)
+            G = _f64(gram)
+            u = G @ v
+            H = (G - c * torch.outer(v, u) - c * torch.outer(u, v) + (c * c * float(v @ u)) * torch.outer(v, v))[1:, 1:]
+        rank = K - 1
+    else:
+        B = None
+        H = Mc.T @ Mc
+        rank = d
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        return None
+    from scipy.linalg.lapack import dpocon
+
+    anorm = float(H.abs().sum(0).max())
+    rcond, info = dpocon(L.numpy(), anorm, uplo="L")
+    if info != 0 or not rcond > _COND_MARGIN * rtol:
+        return None
+    if B is not None:
+        T = torch.cholesky_solve(B, L)  # H^{-1} B, (K-1) x d
+    else:
+        T = torch.linalg.solve_triangular(L, torch.eye(d, dtype=torch.float64), upper=False)  # L^{-1}
+    q = ((T @ sigma_w) * T).sum(1).clamp_min(0.0)  # t^T Sigma_W t >= 0 (PSD; clamp rounding)
+    return float(q.sum()), rank
+
+
+def _nc1_eigh(Mc, sigma_w, rtol, gram):
+    """nc1 from the eigenvectors of the smaller Gram (the general path: any rank, any device)."""
+    K, d = Mc.shape
+    with single_thread(Mc.device):
+        if K <= d:
+            lam, U = torch.linalg.eigh(Mc @ Mc.T if gram is None else _f64(gram))
+        else:
+            lam, V = torch.linalg.eigh(Mc.T @ Mc)
+    if float(lam[-1]) <= 0:
+        return float("nan"), 0
+    keep = lam > rtol * lam[-1]
+    if K <= d:
         V = (Mc.T @ U[:, keep]) / lam[keep].sqrt()  # orthonormal basis of span(Mc^T), d x r
     else:
-        lam, V = torch.linalg.eigh(Mc.T @ Mc)
-        if float(lam[-1]) <= 0:
-            return float("nan"), 0
-        keep = lam > rtol * lam[-1]
         V = V[:, keep]
     q = ((sigma_w @ V) * V).sum(0).clamp_min(0.0)  # v_j^T Sigma_W v_j >= 0 (PSD; clamp rounding)
     return float((q / lam[keep]).sum()), int(keep.sum())
 
 
-def nc1(centred_means, sigma_w, rtol: float | None = None, *, gram=None) -> float:
+def nc1(centred_means, sigma_w, rtol: float | None = None, *, gram=None, weights=None) -> float:
     """nc1 = ``Tr(Sigma_W Sigma_B^+)/K`` (Papyan et al. 2020) with a relative eigenvalue cut-off;
     see :func:`nc1_and_rank` for the method and the parameters."""
-    return nc1_and_rank(centred_means, sigma_w, rtol, gram=gram)[0]
+    return nc1_and_rank(centred_means, sigma_w, rtol, gram=gram, weights=weights)[0]
 
 
 def nc1_trace_ratio(centred_means, m2, counts) -> float:
@@ -134,7 +206,7 @@ def nc1_trace_ratio(centred_means, m2, counts) -> float:
     return tr_w / tr_b if tr_b > 0 else float("nan")
 
 
-def cdnv(centred_means, variances, *, tile: int = DEFAULT_TILE) -> float:
+def cdnv(centred_means, variances, *, tile: int | None = DEFAULT_TILE) -> float:
     """Class-distance normalised variance (Galanti et al. 2022): the mean over pairs k < l of
     ``(v_k + v_l) / (2 |mu_k - mu_l|^2)``, ``v_k = m2_k / n_k`` the mean squared distance of
     class k to its mean.  Distances come from the Gram of the centred means (no offset cancels);
@@ -151,14 +223,14 @@ def nc2_equinorm(A) -> float:
     return equinorm_error(_f64(A))
 
 
-def nc2_maxangle(A, *, tile: int = DEFAULT_TILE) -> float:
+def nc2_maxangle(A, *, tile: int | None = DEFAULT_TILE) -> float:
     """Max-angle measure (Papyan et al. 2020): the mean over k != l of
     ``|cos(a_k, a_l) + 1/(K-1)|``.  ``A = Mc`` gives nc2_maxangle_means, ``A = W``
     nc2_maxangle_W; nan if a row is zero.  Tiled, memory O(tile^2)."""
     return pairwise_summaries(_f64(A), angle=True, tile=tile)["angle_error"]
 
 
-def nc2_etf(A, *, tile: int = DEFAULT_TILE) -> float:
+def nc2_etf(A, *, tile: int | None = DEFAULT_TILE) -> float:
     """Distance of the Gram to the simplex ETF's (Zhu et al. 2021):
     ``| G/|G|_F - (I - J/K)/sqrt(K-1) |_F`` with ``G = A A^T``.  ``A = Mc`` gives nc2_etf_means,
     ``A = W`` nc2_etf_W; nan for A = 0.  Tiled, memory O(tile^2), accurate near 0."""
@@ -174,7 +246,7 @@ def nc3(W, centred_means) -> float:
     return float(((W / wn - Mc / mn) ** 2).sum()) if wn > 0 and mn > 0 else float("nan")
 
 
-def nc3_duality_gram(W, centred_means, *, tile: int = DEFAULT_TILE) -> float:
+def nc3_duality_gram(W, centred_means, *, tile: int | None = DEFAULT_TILE) -> float:
     """Self-duality in Zhu et al. 2021's form: ``| W Mc^T/|W Mc^T|_F - (I - J/K)/sqrt(K-1) |_F``;
     nan if ``W Mc^T = 0``.  Tiled, memory O(tile^2)."""
     return pairwise_summaries(_f64(W), _f64(centred_means), tile=tile)["etf_gram_error"]

@@ -56,6 +56,14 @@ class NC4Counter:
 
     #: rows x classes of one product block (float32 elements), to bound memory at large K.
     BLOCK_ELEMENTS = 1 << 24
+    #: fewest rows per block (thin blocks leave the GEMM inefficient at very large K).
+    MIN_BLOCK_ROWS = 256
+
+    @classmethod
+    def block_rows(cls, num_classes: int) -> int:
+        """Rows per product block for K classes: ``BLOCK_ELEMENTS / K``, at least
+        ``MIN_BLOCK_ROWS`` (memory O(K x rows))."""
+        return max(cls.MIN_BLOCK_ROWS, cls.BLOCK_ELEMENTS // int(num_classes))
 
     def __init__(self, class_means, classifier, bias=None, *, counts=None, gemm_dtype=None):
         mu = check_features(class_means, "class_means").to(torch.float64)
@@ -104,7 +112,7 @@ class NC4Counter:
         Wt, Mt2, cls_off, ncc_off = self._operands[key]
         center = self.center.to(X.device)
         tally = self._tally_on(X.device)
-        rows = max(1, self.BLOCK_ELEMENTS // self.num_classes)
+        rows = self.block_rows(self.num_classes)
         for s in range(0, X.shape[0], rows):  # blocks only bound memory at large K
             Hc = (X[s : s + rows].to(torch.float64) - center).to(gdt)  # centre before rounding
             pred_cls = torch.addmm(cls_off, Hc, Wt).argmax(1)  # w_k.h + b_k

@@ -5,7 +5,8 @@ The NC metrics that compare classes pairwise -- cdnv (Galanti et al. 2022), the 
 the same K x K matrix ``G = A B^T`` (A = centred class means or the classifier W; REFERENCE.md
 section 3).  :func:`pairwise_summaries` forms it ``tile`` rows at a time, so memory stays
 O(tile^2) whatever K is, and computes all of them in that one pass.  When K <= tile the single
-tile is also handed back (``keep_gram``) for nc1's eigenproblem.
+tile is also handed back (``keep_gram``) for nc1's eigenproblem.  When K > d + 1 the ETF distance
+needs no K x K work at all: it follows from the d x d Grams (see :func:`pairwise_summaries`).
 
 The distances to an ETF of :mod:`nclab.geometry` (``etf_gram_error``, ``etf_angle_error``) are
 thin wrappers over this kernel.
@@ -23,12 +24,13 @@ import math
 import torch
 
 from nclab.geometry import DEFAULT_TILE, _rows
+from nclab.metrics.resources import auto_tile
 
 __all__ = ["pairwise_summaries", "DEFAULT_TILE"]
 
 
 def pairwise_summaries(
-    A, B=None, *, angle: bool = False, variances=None, tile: int = DEFAULT_TILE, keep_gram: bool = False
+    A, B=None, *, angle: bool = False, variances=None, tile: int | None = DEFAULT_TILE, keep_gram: bool = False
 ) -> dict:
     """Every pairwise (K x K) quantity of the rows of A (and B) from ONE tiled pass over ``A B^T``.
 
@@ -39,10 +41,18 @@ def pairwise_summaries(
     (A holds centred means, so no offset cancels).  With ``keep_gram`` and K <= tile, ``gram`` is
     the K x K matrix ``A B^T`` (else None), for callers that need it whole.
 
-    Memory O(tile^2).  The Gram distance is summed tile by tile after a first pass has found
-    ``|G|_F``, which keeps full relative accuracy near 0 (the expansion ``2 - 2<., .>`` loses half
-    the digits); when K <= tile the single tile is kept between the passes, so every quantity
-    costs one K x K x d product together.  Symmetric Grams visit only tiles j >= i.
+    Memory O(K d + tile^2); ``tile=None`` picks it (:func:`nclab.metrics.resources.auto_tile`; the
+    whole Gram when K <= d + 1, as its K^2 entries are then no more than the d x d ones the
+    caller holds).  Symmetric Grams visit only tiles j >= i.
+
+    The ETF distance is not always a K x K quantity.  When K > d + 1 the Gram has rank <= d <
+    K - 1, so it stays at least ``sqrt((K-1-d)/(K-1))`` away from the ETF's and the expansion
+    ``|G/g - T|^2 = 2 - 2 <G, T>/g`` (T the target, ``|T|_F = 1``) loses no significant digit;
+    its terms come from d x d Grams: ``g^2 = |G|_F^2 = <A^T A, B^T B>`` and ``<G, T> =
+    (sum_k a_k.b_k - (A^T 1).(B^T 1)/K) / sqrt(K-1)``.  (For W Mc^T, when ``g^2`` is below 1e-6
+    of ``|A^T A|_F |B^T B|_F`` the trace cancels and the tiles are used instead.)  Otherwise the
+    distance is summed tile by tile after a first pass has found ``|G|_F``, which keeps full
+    relative accuracy near 0; a Gram held in one tile is kept between the two passes.
     """
     A = _rows(A, "A")
     sym = B is None
@@ -51,9 +61,18 @@ def pairwise_summaries(
         raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
     if (angle or variances is not None) and not sym:
         raise ValueError("angle and cdnv are defined for one set of vectors: pass B=None")
-    K = A.shape[0]
+    K, d = A.shape
     if K < 2:
         raise ValueError("need at least K = 2 rows")
+    if tile is None:
+        tile = K if K <= d + 1 else auto_tile(K, A.device, itemsize=A.element_size())
+    out = {"etf_gram_error": float("nan"), "gram": None}
+    etf = _etf_from_small_grams(A, None if sym else B) if K > d + 1 else None
+    if etf is not None:
+        out["etf_gram_error"] = etf
+    if etf is not None and not angle and variances is None and not keep_gram:
+        return out
+
     tiles = [(i, j) for i in range(0, K, tile) for j in range(i if sym else 0, K, tile)]
     cache = {} if K <= tile else None
     sq = (A * A).sum(1)
@@ -75,32 +94,37 @@ def pairwise_summaries(
     for i, j in tiles:  # in-place elementwise work: a tile is the only large temporary
         G = block(i, j)
         weight = 2.0 if sym and i != j else 1.0  # a symmetric off-diagonal tile stands for two
-        g2 += weight * float(torch.linalg.vector_norm(G)) ** 2
+        if etf is None:
+            g2 += weight * float(torch.linalg.vector_norm(G)) ** 2
         if angle and inv_norm is not None:
-            C = G * inv_norm[i : i + tile, None]
-            C.mul_(inv_norm[None, j : j + tile]).add_(1.0 / (K - 1)).abs_()
+            C = torch.mul(G, inv_norm[i : i + tile, None])
+            C.mul_(inv_norm[None, j : j + tile]).add_(1.0 / (K - 1))
             if i == j:
                 C.diagonal().zero_()
-            angle_sum += weight * float(C.sum())
+            angle_sum += weight * float(torch.linalg.vector_norm(C, ord=1))
         if v is not None:
-            d2 = torch.add(sq[i : i + tile, None], sq[None, j : j + tile]).add_(G, alpha=-2.0).clamp_min_(0.0)
-            ratio = torch.add(v[i : i + tile, None], v[None, j : j + tile]).div_(d2)  # (v_k + v_l)/|.|^2
-            if i == j:
-                ratio = torch.triu(ratio, diagonal=1)
-            cdnv_sum += 0.5 * float(ratio.sum())
+            D = torch.add(sq[i : i + tile, None], sq[None, j : j + tile]).add_(G, alpha=-2.0).clamp_min_(0.0)
+            vi, vj = v[i : i + tile], v[j : j + tile]
+            if i == j:  # pairs k < l only
+                ratio = torch.add(vi[:, None], vj[None, :]).div_(D)
+                cdnv_sum += 0.5 * float(torch.triu(ratio, diagonal=1).sum())
+            else:  # sum_kl (v_k + v_l)/D_kl = v_i . (R 1) + 1 . (R v_j), R = 1/D: one pass over R
+                R = D.reciprocal_()
+                both = R @ torch.stack((torch.ones_like(vj), vj), 1)
+                cdnv_sum += 0.5 * float(vi @ both[:, 0] + both[:, 1].sum())
 
-    out = {"etf_gram_error": float("nan"), "gram": None}
-    g = math.sqrt(g2)
-    if g > 0:
-        off = -1.0 / (K * math.sqrt(K - 1))
-        diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
-        total = 0.0
-        for i, j in tiles:
-            E = (block(i, j) / g).sub_(off)
-            if i == j:  # the target's diagonal is (1 - 1/K)/sqrt(K-1)
-                E.diagonal().sub_(diag - off)
-            total += (2.0 if sym and i != j else 1.0) * float(torch.linalg.vector_norm(E)) ** 2
-        out["etf_gram_error"] = math.sqrt(total)
+    if etf is None:
+        g = math.sqrt(g2)
+        if g > 0:
+            off = -1.0 / (K * math.sqrt(K - 1))
+            diag = (1.0 - 1.0 / K) / math.sqrt(K - 1)
+            total = 0.0
+            for i, j in tiles:
+                E = (block(i, j) / g).sub_(off)
+                if i == j:  # the target's diagonal is (1 - 1/K)/sqrt(K-1)
+                    E.diagonal().sub_(diag - off)
+                total += (2.0 if sym and i != j else 1.0) * float(torch.linalg.vector_norm(E)) ** 2
+            out["etf_gram_error"] = math.sqrt(total)
     if angle:
         out["angle_error"] = float("nan") if inv_norm is None else angle_sum / (K * (K - 1))
     if v is not None:
@@ -108,3 +132,26 @@ def pairwise_summaries(
     if keep_gram and cache is not None:
         out["gram"] = cache[(0, 0)]
     return out
+
+
+def _etf_from_small_grams(A, B=None):
+    """``| G/|G|_F - (I - J/K)/sqrt(K-1) |_F`` for ``G = A B^T`` from d x d Grams (K > d + 1, see
+    :func:`pairwise_summaries`); nan for G = 0, None where the cross term cancels."""
+    K = A.shape[0]
+    SA = A.T @ A
+    if B is None:
+        g2 = float(torch.linalg.vector_norm(SA)) ** 2
+        trace = float((A * A).sum())
+        col = A.sum(0)
+        cross = float(col @ col)
+    else:
+        SB = B.T @ B
+        g2 = float((SA * SB).sum())  # |A B^T|_F^2 = Tr(A^T A B^T B)
+        if not g2 > 1e-6 * float(torch.linalg.vector_norm(SA)) * float(torch.linalg.vector_norm(SB)):
+            return None if g2 == g2 else float("nan")
+        trace = float((A * B).sum())
+        cross = float(A.sum(0) @ B.sum(0))
+    if not g2 > 0:
+        return float("nan")
+    inner = (trace - cross / K) / math.sqrt(K - 1) / math.sqrt(g2)  # <G/|G|_F, T>
+    return math.sqrt(max(2.0 - 2.0 * inner, 0.0))

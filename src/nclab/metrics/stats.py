@@ -7,21 +7,20 @@ The state of :class:`NCStats` is, in float64 whatever the input dtype:
 * ``m2``      (K,)    per-class sums of squared deviations  sum_i |h_{k,i} - mu_k|^2,
 * ``scatter`` (d, d)  pooled within-class scatter  sum_{k,i} (h_{k,i} - mu_k)(h_{k,i} - mu_k)^T.
 
-Every batch is first reduced to its own centred statistics (:func:`nclab.metrics.moments.batch_moments`)
-and then merged into the running state by the exact pairwise update of Chan, Golub & LeVeque
-(1979): with delta_k = mean_b,k - mean_a,k and w_k = n_a,k n_b,k / (n_a,k + n_b,k),
+Batches are accumulated as deviations from fixed per-class references (a first estimate of each
+class mean; :class:`nclab.metrics.moments.ReferenceBlock`): each batch costs one symmetric product
+of its own rows (BLAS syrk on the CPU), and the block is folded into the state when the state is
+read, by one K-row correction and the exact pairwise update of Chan, Golub & LeVeque (1979):
+with delta_k = mean_b,k - mean_a,k and w_k = n_a,k n_b,k / (n_a,k + n_b,k),
 
     scatter = scatter_a + scatter_b + sum_k w_k delta_k delta_k^T,
     m2_k    = m2_a,k + m2_b,k + w_k |delta_k|^2.
 
 Raw moments (sum x x^T - n mu mu^T) are never formed, so a common offset of the features costs no
 precision: this is what keeps NC1 exact in the terminal phase of training, where the within-class
-spread is 1e-4..1e-6 of the feature norm.  The batch's deviations from a first estimate of its
-class means and the merge correction are stacked into one matrix and enter the scatter through a
-single symmetric rank-k product per batch (BLAS syrk on the CPU), plus a K_b-row correction for
-the estimate's residual; products run in the input's precision (float32 inputs: float32 products
-of already-centred values, accumulated into the float64 state; float64 inputs: float64
-throughout).
+spread is 1e-4..1e-6 of the feature norm.  Products run in the input's precision (float32 inputs:
+float32 products of already-centred values, accumulated into the float64 state; float64 inputs:
+float64 throughout).
 
 Across processes only sums are all-reduced (:meth:`NCStats.sync`): counts and count-weighted means
 first, then each rank's scatter corrected by its offset to the global class means.  This is exact
@@ -62,44 +61,12 @@ from nclab._validation import (
     check_real,
 )
 from nclab.distributed import collective_device
-from nclab.geometry import DEFAULT_TILE
-from nclab.metrics import functional as F
-from nclab.metrics.moments import batch_moments, blas_syrk, gemm_dtype
-from nclab.metrics.pairwise import pairwise_summaries
+from nclab.metrics.compute import EmptyClassesError, metrics_from_statistics
+from nclab.metrics.moments import ReferenceBlock, gemm_dtype
 from nclab.metrics.result import NCMetrics
 
 __all__ = ["NCStats", "EmptyClassesError"]
 
-
-class EmptyClassesError(ValueError):
-    """Some of the K classes have no sample (``empty="raise"``).
-
-    ``missing`` lists them, ``present`` counts the classes with samples and ``max_label`` is the
-    largest label seen.  When fewer than half of the labels up to the largest have samples, the
-    likely cause is a label out of range rather than a class left out (:attr:`out_of_range`).
-    :meth:`message` words the remedy with the caller's names: Python arguments here, command-line
-    options in :mod:`nclab.cli`.
-    """
-
-    def __init__(self, missing: list[int], present: int, max_label: int | None):
-        self.missing = list(missing)
-        self.present = int(present)
-        self.max_label = max_label
-        super().__init__(self.message())
-
-    @property
-    def out_of_range(self) -> bool:
-        return self.max_label is not None and self.present < (self.max_label + 1) / 2
-
-    def message(self, num_classes: str = "num_classes=K", head: str = "classifier=W",
-                drop: str = 'empty="drop"') -> str:
-        if self.out_of_range:
-            return (f"labels go up to {self.max_label} but only {self.present} classes have samples: "
-                    f"a label out of range? give {num_classes} or {head} to check the labels, "
-                    f"or {drop} to ignore the empty classes")
-        more = " ..." if len(self.missing) > 20 else ""
-        return (f"{len(self.missing)} class(es) have no sample: {self.missing[:20]}{more}; "
-                f"pass {drop} to compute the metrics over the {self.present} classes present")
 
 #: The tensors of the state, in the order of :meth:`NCStats.state_dict`.
 _STATE_TENSORS = ("counts", "means", "m2", "scatter")
@@ -137,11 +104,8 @@ class NCStats:
         dim, device = self._initial
         self.device = device
         self.dim = None
-        self.counts = None
-        self.means = None
-        self.m2 = None
-        self._scatter = None
-        self._upper = None
+        self._counts = self._means = self._m2 = self._scatter = None
+        self._block = None
         self._synced = False
         if dim is not None:
             self._init_state(dim, self.device or torch.device("cpu"))
@@ -156,11 +120,29 @@ class NCStats:
         self.means = torch.zeros(K, dim, **f64)
         self.m2 = torch.zeros(K, **f64)
         self.scatter = torch.zeros(dim, dim, **f64)
-        self._upper = None
+        self._block = None
 
     @property
     def num_samples(self) -> int:
-        return 0 if self.counts is None else int(self.counts.sum())
+        if self._counts is None:
+            return 0
+        return int(self._counts.sum()) + (0 if self._block is None else int(self._block.n.sum()))
+
+    # The state tensors fold the batches of the open block in when read (one K-row product).
+    counts = property(lambda self: self._folded("_counts"), lambda self, v: setattr(self, "_counts", v),
+                      doc="(K,) float64 samples per class n_k.")
+    means = property(lambda self: self._folded("_means"), lambda self, v: setattr(self, "_means", v),
+                     doc="(K, d) float64 class means mu_k (0 for classes without a sample).")
+    m2 = property(lambda self: self._folded("_m2"), lambda self, v: setattr(self, "_m2", v),
+                  doc="(K,) float64 per-class sums of squared deviations sum_i |h_{k,i} - mu_k|^2.")
+    scatter = property(lambda self: self._folded("_scatter"), lambda self, v: setattr(self, "_scatter", v),
+                       doc="(d, d) float64 pooled within-class scatter sum_{k,i} (h_{k,i} - mu_k)(h_{k,i} - mu_k)^T.")
+
+    def _folded(self, name: str):
+        if self._block is not None:
+            block, self._block = self._block, None
+            self._merge_state(*block.statistics())
+        return getattr(self, name)
 
     @property
     def class_means(self) -> torch.Tensor:
@@ -245,7 +227,9 @@ class NCStats:
         self.means = self.means + delta * frac[:, None]
         self.m2 = self.m2 + m2b + w * (delta * delta).sum(1)
         if scatter_b is not None:
-            self.scatter = self.scatter + scatter_b + delta.T @ (w[:, None] * delta)
+            self.scatter = self.scatter + scatter_b
+            if bool((w > 0).any()):
+                self.scatter += delta.T @ (w[:, None] * delta)
         self.counts = n
         return w, delta
 
@@ -255,9 +239,11 @@ class NCStats:
     def update(self, features, labels) -> "NCStats":
         """Add a batch: ``features`` (B, d) in any float dtype on any device, ``labels`` (B,) ints.
 
-        Cost: O(B d) elementwise work plus one symmetric rank-(B + K_b) update of the d x d scatter
-        (BLAS syrk on the CPU: half the flops of the GEMM X^T X), K_b = classes of the batch that
-        were already seen.
+        Cost: O(B d) elementwise work plus one rank-B product into the d x d scatter (BLAS syrk on
+        the CPU from d = 1024, half the flops of the GEMM X^T X; a GEMM below:
+        :class:`~nclab.metrics.moments.GramAccumulator`).  The batch joins the open
+        :class:`~nclab.metrics.moments.ReferenceBlock`; reading the state folds it in (one K-row
+        product), so a pass costs the products of its own rows plus one of K rows.
         """
         if self._synced:
             raise ValueError("these statistics were already synced across processes; start a new NCStats")
@@ -272,54 +258,12 @@ class NCStats:
         wdt = self.gemm_dtype or gemm_dtype(X.dtype)
         if X.dtype != wdt:
             X = X.to(wdt)
-        K = self.num_classes
-        # Classes already seen are the only ones with a merge term; reserve rows for them.
-        seen_before = self.counts > 0
-        nb, mb, m2b, R_all, c = batch_moments(X, y, K, spare_rows=int(seen_before.sum()))
-        B = X.shape[0]
-
-        # Chan et al.'s merge.  The batch's scatter about its class means is R^T R - sum_k n_k c_k c_k^T
-        # (R is centred on a first estimate a_k of the class mean, c_k = mean_b,k - a_k is tiny);
-        # the merge adds sum_k w_k delta_k delta_k^T.  Both positive parts share one product.
-        w, delta = self._merge_state(nb, mb, m2b)
-        seen = torch.nonzero(w > 0).squeeze(1)
-        present = torch.nonzero(nb > 0).squeeze(1)
-        R_all[B : B + seen.shape[0]] = delta.index_select(0, seen) * w.index_select(0, seen).sqrt()[:, None]
-        pos = R_all[: B + seen.shape[0]]
-        neg = (c.index_select(0, present).to(torch.float64) * nb.index_select(0, present).sqrt()[:, None]).to(wdt)
-        self._add_gram(pos, 1.0)
-        self._add_gram(neg, -1.0)
+        if self._block is not None and self._block.dtype != wdt:
+            self._folded("_counts")  # a batch in another precision: fold the open block first
+        if self._block is None:
+            self._block = ReferenceBlock(self.num_classes, self.dim, wdt, self.device)
+        self._block.add(X, y)
         return self
-
-    def _add_gram(self, A: torch.Tensor, alpha: float) -> None:
-        """scatter += alpha A^T A, accumulated in float64.  On the CPU through BLAS syrk, which fills
-        only the upper triangle (folded into the symmetric matrix lazily, see ``scatter``)."""
-        if A.shape[0] == 0:
-            return
-        if A.device.type == "cpu":
-            syrk = blas_syrk(A.dtype)
-            a = A.contiguous().numpy().T  # Fortran-ordered d x M view, no copy
-            upper = torch.from_numpy(syrk(alpha, a, trans=0, lower=0))
-            if self._upper is None:
-                self._upper = upper.to(torch.float64)
-            else:
-                self._upper += upper
-        else:
-            self._scatter += alpha * (A.T @ A).to(torch.float64)
-
-    @property
-    def scatter(self) -> torch.Tensor:
-        """(d, d) float64 pooled within-class scatter sum_{k,i} (h_{k,i} - mu_k)(h_{k,i} - mu_k)^T."""
-        if self._upper is not None:
-            U = self._upper.triu()
-            self._scatter += U + U.triu(1).T
-            self._upper = None
-        return self._scatter
-
-    @scatter.setter
-    def scatter(self, value: torch.Tensor) -> None:
-        self._scatter = value
-        self._upper = None
 
     # -- merge and sync ----------------------------------------------------------------------
 
@@ -403,7 +347,7 @@ class NCStats:
         weighted_mean: bool = False,
         rtol: float | None = None,
         empty: str = "raise",
-        tile: int = DEFAULT_TILE,
+        tile: int | None = None,
     ) -> NCMetrics:
         """All metrics of REFERENCE.md section 3 but nc4 (see :class:`nclab.metrics.NC4Counter`).
 
@@ -419,76 +363,24 @@ class NCStats:
             matrix-rank tolerance); no +eps*I regularisation and no hard rank-(K-1) truncation.
         empty : "raise" (default) if a class has no sample, or "drop" to compute the metrics over
             the classes present (listed in ``empty_classes`` of the result).
-        tile : block size of the pairwise (K x K) quantities; memory O(tile^2).
+        tile : block size of the pairwise (K x K) quantities; memory O(tile^2).  Default: chosen
+            from the available memory (:func:`nclab.metrics.resources.auto_tile`).
 
-        Each metric is the pure formula of :mod:`nclab.metrics.functional` (nc1 by
-        :func:`~nclab.metrics.functional.nc1_and_rank`, in the span of the centred means, with no
-        d x d or K x K inverse); the pairwise ones share one tiled pass per Gram.
+        Each metric is the pure formula of :mod:`nclab.metrics.functional`, evaluated by
+        :func:`nclab.metrics.compute.metrics_from_statistics` (small eigenproblems on the smaller
+        of the K x K and d x d Grams; the pairwise metrics share one tiled pass per Gram).
         """
         self._require_data()
         check_choice("empty", empty, ("raise", "drop"))
         weighted_mean = check_bool("weighted_mean", weighted_mean)
-        tile = check_int("tile", tile, minimum=1)
+        if tile is not None:
+            tile = check_int("tile", tile, minimum=1)
         if rtol is not None:
             rtol = check_real("rtol", rtol, nonnegative=True)
-        K, d = self.num_classes, self.dim
         W = b = None
         if classifier is not None:
-            W, b = check_head(classifier, bias, K, d, self.device)
+            W, b = check_head(classifier, bias, self.num_classes, self.dim, self.device)
         elif bias is not None:
             raise ValueError("bias was given without a classifier; pass classifier=W as well")
-
-        counts, means, m2 = self.counts, self.means, self.m2
-        missing = torch.nonzero(counts == 0).squeeze(1).tolist()
-        if missing:
-            if empty == "raise":
-                present = torch.nonzero(counts > 0).squeeze(1)
-                max_label = int(present.max()) if present.numel() else None
-                raise EmptyClassesError(missing, present.numel(), max_label)
-            keep = torch.nonzero(counts > 0).squeeze(1)
-            counts, means, m2 = counts[keep], means[keep], m2[keep]
-            if W is not None:
-                W, b = W[keep], b[keep]
-        Kp = counts.shape[0]
-        if Kp < 2:
-            raise ValueError(f"need samples of at least 2 classes, got {Kp}")
-        N = float(counts.sum())
-
-        Mc, mu_g = F.centred_means(means, counts, weighted=weighted_mean)
-        sigma_w = self.scatter / N
-        if rtol is None:
-            rtol = F.default_rtol(Kp, d)
-        # One tiled pass over each Gram serves all its pairwise metrics (and nc1's eigenproblem):
-        # cdnv, nc2_maxangle and nc2_etf of the means are F.cdnv, F.nc2_maxangle, F.nc2_etf fused.
-        pm = pairwise_summaries(Mc, angle=True, variances=m2 / counts, tile=tile, keep_gram=Kp <= d)
-        nc1, rank = F.nc1_and_rank(Mc, sigma_w, rtol, gram=pm["gram"])
-
-        W_metrics = dict(nc2_equinorm_W=None, nc2_maxangle_W=None, nc2_etf_W=None, nc3=None,
-                         nc3_duality_gram=None, bias_collapse=None)
-        if W is not None:
-            pw = pairwise_summaries(W, angle=True, tile=tile)  # F.nc2_maxangle(W) and F.nc2_etf(W) fused
-            W_metrics = dict(
-                nc2_equinorm_W=F.nc2_equinorm(W),
-                nc2_maxangle_W=pw["angle_error"],
-                nc2_etf_W=pw["etf_gram_error"],
-                nc3=F.nc3(W, Mc),
-                nc3_duality_gram=F.nc3_duality_gram(W, Mc, tile=tile),
-                bias_collapse=F.bias_collapse(W, b, mu_g),
-            )
-        return NCMetrics(
-            nc1=nc1,
-            nc1_trace_ratio=F.nc1_trace_ratio(Mc, m2, counts),
-            cdnv=pm["cdnv"],
-            nc2_equinorm_means=F.nc2_equinorm(Mc),
-            nc2_maxangle_means=pm["angle_error"],
-            nc2_etf_means=pm["etf_gram_error"],
-            **W_metrics,
-            num_classes=Kp,
-            num_samples=int(N),
-            dim=d,
-            sigma_b_rank=rank,
-            rtol=float(rtol),
-            weighted_mean=bool(weighted_mean),
-            empty_classes=tuple(missing),
-        )
-
+        return metrics_from_statistics(self.counts, self.means, self.m2, self.scatter, W, b,
+                                       weighted_mean=weighted_mean, rtol=rtol, empty=empty, tile=tile)
