@@ -86,7 +86,7 @@ def test_numbers_meet_the_criteria(tiny):
 def test_figures_are_png_files(tiny):
     ctx, claims = tiny
     figures = [f for c in claims for f in c.figures]
-    assert {f.path for f in figures} >= {"phase_transition.png", "landscape.png"}
+    assert {f.path for f in figures} >= {"phase_transition.png", "landscape.png", "nonnegative_features.png"}
     for f in figures:
         data = (ctx.out / f.path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000 and f.caption
@@ -136,3 +136,13 @@ def test_nonnegative_solver_reaches_a_kkt_point(d, seed):
     active = H.detach() == 0
     assert bool(active.any())  # the bound is active: the constraint matters
     assert float(gH[active].min()) >= -1e-8  # no active entry would decrease f by going negative
+
+
+def test_resnet18_claim_is_not_run_without_a_gpu(tmp_path, monkeypatch):
+    from nclab.reproduce import _zhu_practice
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    c = _zhu_practice.claim_resnet_gpu(Context(out=tmp_path, scale="full", device="cuda"))
+    assert (c.verdict, c.reason) == ("not run", "no GPU")
+    c = _zhu_practice.claim_resnet_gpu(Context(out=tmp_path, scale="quick"))
+    assert c.verdict == "not run" and "full" in c.reason

@@ -68,7 +68,8 @@ def _critical_points(ctx, s, problem, d, params, cap) -> list[dict]:
         elif kind == "lowdim":
             x, label = lowdim_point(problem, arg, seed=ctx.seed), f"lowdim:{arg}"
         else:
-            x, info = find_critical_point(problem, random_point(problem, arg), **({} if cap is None else {"max_iter": cap}))
+            opts = {} if cap is None else {"max_iter": cap}
+            x, _ = find_critical_point(problem, random_point(problem, arg), **opts)
             label = f"found (seed {arg})"
         row = {"d": d, "params": params, "point": kind, "label": label, **_row(classify(problem, x, seed=0))}
         row["expected"] = expected_kind("ce", kind, K, d, arg if kind == "lowdim" else None)
@@ -140,11 +141,13 @@ def landscape(ctx: Context) -> Evidence:
                f"{len(curv_checked) - curv_bad}/{len(curv_checked)} saddles; random starts reaching the global "
                f"minimum per solver: {by_solver} (GD: up to {max(gd_its, default=0)} iterations); "
                f"{spurious} spurious local minima.")
-    numbers = {"K": K, "n": n, "dims": [_dim(d, K) for d in s["dims"]], "lambdas": s["lambdas"], "max_iter": cap,
+    numbers = {"starts_global": f"{len(starts) - len(not_global)}/{len(starts)}", "K": K, "n": n,
+               "dims": [_dim(d, K) for d in s["dims"]], "lambdas": s["lambdas"], "max_iter": cap,
                "constructed": len(constructed), "constructed_mismatches": mismatched, "found": len(found),
                "found_not_converged": len(unfound), "found_kinds": sorted({q["kind"] for q in found}),
                "critical_points": len(critical), "certificate_disagreements": len(cert_disagree),
-               "saddles": len(saddles), "largest_saddle_lambda_min": max((q["lambda_min"] for q in saddles), default=None),
+               "saddles": len(saddles),
+               "largest_saddle_lambda_min": max((q["lambda_min"] for q in saddles), default=None),
                "curvature_checked": len(curv_checked), "curvature_mismatches": curv_bad,
                "curvature_rtol": CURVATURE_RTOL, "random_starts": len(starts),
                "random_starts_global": len(starts) - len(not_global), "random_starts_failed": not_global,

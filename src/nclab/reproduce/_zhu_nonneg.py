@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nclab.geometry import etf_gram_error
-from nclab.reproduce._zhu_common import PAPER, finite, max_iter, save_json, seeds, worst
+from nclab.reproduce._zhu_common import PAPER, finite, max_iter, new_figure, save_figure, save_json, seeds, worst
 from nclab.reproduce.claims import Claim, Context, Evidence, Table, check
 from nclab.ufm.problems import make_problem
 
@@ -147,7 +147,7 @@ def nonnegative(ctx: Context) -> Evidence:
     s = _setting(ctx)
     K, n, lw, lh = s["K"], s["n"], s["lw"], s["lh"]
     cap = max_iter(ctx)
-    runs, rows = [], []
+    runs, rows, points = [], [], []
     shifted = make_problem("ce", K=K, n=n, d=K, lw=lw, lh=lh * K / (K - 1))  # the derived reduced problem
     f_pred = shifted.optimum
     f_free = make_problem("ce", K=K, n=n, d=K, lw=lw, lh=lh).optimum
@@ -160,6 +160,7 @@ def nonnegative(ctx: Context) -> Evidence:
             run = {"d": d, "seed": seed, **info, "relative_gap_to_derived": gap, "structure": st,
                    "max_structure_error": worst(st[k] for k in JUDGED)}
             runs.append(run)
+            points.append((p, x))
             rows.append([d, seed, info["iterations"], f"{gap:.1e}", f"{info['relative_projected_gradient']:.1e}",
                          f"{st['etf_W']:.1e}", f"{st['nc2_etf_means']:.1e}", f"{st['nc1']:.1e}", f"{st['nc3']:.1e}",
                          f"{st['means_orthogonality_error']:.1e}", f"{st['shift_ratio']:.3f}",
@@ -168,6 +169,8 @@ def nonnegative(ctx: Context) -> Evidence:
                     f"etf_W {st['etf_W']:.1e}")
     for r in runs:
         r["at_optimum"] = abs(r["relative_gap_to_derived"]) <= GAP_TOL
+    shown = [pt for r, pt in zip(runs, points) if r["at_optimum"]] or points
+    figure = _figure(ctx, *shown[-1])
     best = [r for r in runs if r["at_optimum"]]
     other = [r for r in runs if not r["at_optimum"]]
     min_gap = min(r["relative_gap_to_derived"] for r in runs)
@@ -198,19 +201,43 @@ def nonnegative(ctx: Context) -> Evidence:
                     f"non-global KKT points, {min(r['relative_gap_to_derived'] for r in other):.1e} or more above "
                     "f*(beta'): unlike the unconstrained UFM, the constraint H >= 0 leaves spurious first-order "
                     "points.")
-    numbers = {"K": K, "n": n, "lw": lw, "lh": lh, "dims": s["dims"], "seeds": s["seeds"], "max_iter": cap,
+    numbers = {"max_structure_error": finite(max_struct), "K": K, "n": n, "lw": lw, "lh": lh, "dims": s["dims"],
+               "seeds": s["seeds"], "max_iter": cap,
                "solver": "scipy L-BFGS-B (bounds H >= 0)", "derived_optimum": f_pred, "unconstrained_optimum": f_free,
                "beta": math.sqrt(n * lw * lh), "beta_prime": shifted.beta, "runs": len(runs),
                "runs_at_optimum": len(best), "dims_reaching_optimum": dims_reached,
                "non_global_kkt_points": [{"d": r["d"], "seed": r["seed"], "relative_gap": r["relative_gap_to_derived"]}
                                          for r in other],
                "min_relative_gap": finite(min_gap), "max_relative_projected_gradient": finite(max_kkt), "min_H": min_H,
-               "max_structure_error": finite(max_struct), "worst_at_optimum": per, "structure_tol": STRUCTURE_TOL,
+               "worst_at_optimum": per, "structure_tol": STRUCTURE_TOL,
                "gap_tol": GAP_TOL, "kkt_tol": KKT_TOL, "results_file": "nonnegative_features.json"}
     table = Table("Non-negative features: L-BFGS-B end points",
                   ["d", "seed", "iters", "gap f*(b')", "rel. PG", "etf_W", "ETF means", "nc1", "nc3", "orth. means",
                    "shift", "bias spr."], rows)
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table])
+    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table], figures=[figure])
+
+
+def _figure(ctx: Context, problem, x):
+    """Gram matrices at a minimiser over H >= 0: W W^T, the uncentred and the centred class means."""
+    W, H = x[0].detach(), x[1].detach()
+    K = problem.K
+    mu = torch.stack([H[problem.labels == k].mean(0) for k in range(K)])
+    mc = mu - mu.mean(0)
+    fig, axes = new_figure(3, width=3.6, height=3.4)
+    for ax, (M, name) in zip(axes, ((W @ W.T, "W W^T (classifier)"), (mu @ mu.T, "class means mu_k (uncentred)"),
+                                    (mc @ mc.T, "centred means mu_k - mu_G"))):
+        G = (M / M.abs().max()).numpy()
+        im = ax.imshow(G, cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("class l")
+        ax.set_ylabel("class k")
+        ax.set_xticks(range(K))
+        ax.set_yticks(range(K))
+    fig.colorbar(im, ax=axes, shrink=0.8, label="Gram entry / max |entry|")
+    return save_figure(ctx, fig, "nonnegative_features.png",
+                       f"A minimiser over H >= 0 (K={K}, d={problem.d}): W is a simplex ETF (off-diagonal "
+                       "-1/(K-1)), the uncentred class means are orthogonal (diagonal Gram) and the centred means "
+                       "are a simplex ETF.")
 
 
 def claim_nonnegative(ctx: Context) -> Claim:

@@ -73,14 +73,15 @@ def parameters(ctx: Context) -> Evidence:
                f"ETF keeps {frozen} = K*d weights out of training ({etf_k['trainable']:,} trainable); training "
                f"state {learned['train_state_bytes'] / 2**20:.1f} MiB -> {etf_k['train_state_bytes'] / 2**20:.1f} "
                f"MiB ({100 * state_reduction:.1f}% less).")
-    numbers = {"params_d512": learned["total"], "params_dK": learned_k["total"], "expected": RESNET_PARAMS,
-               "parameter_reduction": reduction, "etf_dK_total": etf_k["total"], "etf_dK_trainable": etf_k["trainable"],
+    numbers = {"parameter_reduction": reduction, "params_d512": learned["total"], "params_dK": learned_k["total"],
+               "expected": RESNET_PARAMS, "etf_dK_total": etf_k["total"], "etf_dK_trainable": etf_k["trainable"],
                "etf_fixed_classifier": etf_k["fixed_classifier"], "frozen_parameters": frozen,
                "train_state_bytes_learned_d512": learned["train_state_bytes"],
                "train_state_bytes_learned_dK": learned_k["train_state_bytes"],
                "train_state_bytes_etf_dK": etf_k["train_state_bytes"], "train_state_reduction": state_reduction,
                "required_state_reduction": STATE_REDUCTION}
-    table = Table("ResNet18 (CIFAR-style, K = 10)", ["network", "d", "parameters", "trainable", "train state MiB"], rows)
+    table = Table("ResNet18 (CIFAR-style, K = 10)",
+                  ["network", "d", "parameters", "trainable", "train state MiB"], rows)
     return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table])
 
 
@@ -185,6 +186,10 @@ def _pp(v) -> str:
     return "n/a" if v is None else f"{v:+.2f} pp"
 
 
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
 def _per(v) -> str:
     return "complete" if v is None else f"of {v} images per class"
 
@@ -203,21 +208,22 @@ def training(ctx: Context) -> Evidence:
     passed = bool(pairs) and all(p["within_margin"] and p["state_smaller"] for p in pairs) and (
         not rss_judged or all(p["peak_smaller"] for p in pairs))
     save_json(ctx, "fixed_etf_training.json", {"setting": s, "runs": runs, "pairs": pairs})
-    rows = [[p["dataset"], p["seed"], f"{100 * p['learned_test_acc']:.2f}", f"{100 * p['etf_test_acc']:.2f}",
-             f"{p['difference_pp']:+.2f}", f"{p['state_mb'][0]:.2f} / {p['state_mb'][1]:.2f}",
-             " / ".join("-" if v is None else f"{v:.0f}" for v in p["peak_rss_mb"])] for p in pairs]
+    rows = [[p["dataset"], p["seed"], _pct(p["learned_test_acc"]), _pct(p["etf_test_acc"]), _pp(p["difference_pp"]),
+             f"{p['state_mb'][0]:.2f} / {p['state_mb'][1]:.2f}", " / ".join(_mb(v) for v in p["peak_rss_mb"])]
+            for p in pairs]
     diffs = [p["difference_pp"] for p in pairs if p["difference_pp"] is not None]
     accs = ", ".join(f"{p['dataset']} seed {p['seed']}: {_pp(p['difference_pp'])}" for p in pairs)
     rss = "; ".join(" / ".join(_mb(v) for v in p["peak_rss_mb"]) for p in pairs)
     summary = (f"MLP (3 x 512, batch norm), {s['per_class'] or 'all'} training images per class, {s['epochs']} "
-               f"epochs, seeds {s['seeds']}, test sets {_per(s['test_per_class'])}: fixed ETF with d = K minus learned (d = 512) test "
-               f"accuracy {accs} (margin -{margin:g} pp); training state "
+               f"epochs, seeds {s['seeds']}, test sets {_per(s['test_per_class'])}: fixed ETF with d = K minus "
+               f"learned (d = 512) test accuracy {accs} (margin -{margin:g} pp); training state "
                + "; ".join(f"{p['state_mb'][0]:.2f} -> {p['state_mb'][1]:.2f} MiB" for p in pairs[:1])
                + (f"; peak RSS of the runs' own processes (MiB, learned / ETF): {rss}" if rss_judged
                   else "; peak RSS not judged at the tiny scale (the runs share this process)") + ".")
-    numbers = {"datasets": s["datasets"], "per_class": s["per_class"], "test_per_class": s["test_per_class"],
+    numbers = {"min_difference_pp": min(diffs, default=None), "datasets": s["datasets"], "per_class": s["per_class"],
+               "test_per_class": s["test_per_class"],
                "epochs": s["epochs"], "seeds": s["seeds"],
-               "model": "mlp", "margin_pp": margin, "pairs": pairs, "min_difference_pp": min(diffs, default=None),
+               "model": "mlp", "margin_pp": margin, "pairs": pairs,
                "peak_rss_judged": rss_judged, "results_file": "fixed_etf_training.json"}
     table = Table("Learned (d = 512) vs fixed ETF (d = K)", ["data", "seed", "learned %", "ETF d=K %", "diff pp",
                                                              "state MiB", "peak RSS MiB"], rows)
@@ -266,7 +272,7 @@ def resnet_gpu(ctx: Context) -> Evidence:
                f"learned {100 * p['learned_test_acc']:.2f}% vs fixed ETF d = K {100 * p['etf_test_acc']:.2f}% "
                f"({p['difference_pp']:+.2f} pp); peak GPU memory {p['peak_gpu_mb'][0]:.0f} -> "
                f"{p['peak_gpu_mb'][1]:.0f} MiB ({100 * red:.1f}% less).")
-    numbers = {"pairs": pairs, "peak_gpu_reduction": red, "margin_pp": MARGIN_PP["full"],
+    numbers = {"peak_gpu_reduction": red, "pairs": pairs, "margin_pp": MARGIN_PP["full"],
                "epochs": runs[0]["epochs"], "device": torch.cuda.get_device_name(),
                "results_file": "fixed_etf_resnet18.json"}
     return Evidence(passed=passed, summary=summary, numbers=numbers)

@@ -75,10 +75,11 @@ def global_minimisers(ctx: Context) -> Evidence:
     summary = (f"{len(runs)} L-BFGS runs (K={s['K']}, n={s['n']}, d in {s['dims']}, seeds {s['seeds']}): "
                f"{n_conv} converged; largest relative gap to f* = {p0.optimum:.6g} is {max_gap:.1e}, "
                f"largest structure error {max_struct:.1e}, largest NC metric {max_nc:.1e}.")
-    numbers = {"K": s["K"], "n": s["n"], "lw": s["lw"], "lh": s["lh"], "beta": p0.beta, "dims": s["dims"],
+    numbers = {"max_relative_gap": finite(max_gap), "K": s["K"], "n": s["n"], "lw": s["lw"], "lh": s["lh"],
+               "beta": p0.beta, "dims": s["dims"],
                "seeds": s["seeds"], "solver": s["solver"], "max_iter": cap, "optimum": p0.optimum,
                "m_star": m_star, "rho_star": rho_star, "runs": len(runs), "converged": n_conv,
-               "max_relative_gap": finite(max_gap), "max_structure_error": finite(max_struct),
+               "max_structure_error": finite(max_struct),
                "max_nc_metric": finite(max_nc), "gap_tol": GAP_TOL, "structure_tol": STRUCTURE_TOL,
                "results_file": "global_minimisers.json"}
     table = Table("Solver vs closed form, per run", ["d", "seed", "iters", "status", "rel. gap", "max struct.",
@@ -163,7 +164,8 @@ def phase_transition(ctx: Context) -> Evidence:
                f"(1-{MARGIN:g})/K collapse to the closed-form ETF, "
                f"{n_above - sum(q['judged'] == 'above' and not q['ok'] for q in points)}/{n_above} above "
                f"(1+{MARGIN:g})/K end at W = H = 0" + (f"; failures at beta K = {failures}" if failures else "") + ".")
-    numbers = {"K": K, "n": n, "d": s["d"], "boundary_beta": 1.0 / K, "margin": MARGIN, "points": len(points),
+    numbers = {"points_as_predicted": f"{sum(bool(q['ok']) for q in judged)}/{len(judged)}",
+               "K": K, "n": n, "d": s["d"], "boundary_beta": 1.0 / K, "margin": MARGIN, "points": len(points),
                "below": n_below, "above": n_above, "failures": failures, "max_iter": cap,
                "gap_tol": GAP_TOL, "structure_tol": STRUCTURE_TOL, "zero_tol": ZERO_TOL,
                "max_relative_gap": finite(worst(abs(q["relative_gap"]) if q["relative_gap"] is not None else None
