@@ -25,11 +25,16 @@ key                                    evidence
                                        otherwise "not run" with the reason)
 =====================================  =========================================================
 
-Scales (``ctx.scale``): tiny (the tests: K = 3, a few seconds per claim), quick (``make demo``:
-K = 4, MLPs for 12 epochs on 500 images per class), full (K = 10 for the UFM claims, MLPs on the
-whole training sets for 50 epochs and three seeds, ResNet18 on a GPU).  Every solver honours
-``ctx.option("max_iter")`` (a test hook: capped at 2 iterations the UFM claims fail).  Results are
-written under ``ctx.out`` as JSON (one file per claim) and PNG figures.
+Scales (``ctx.scale``): tiny (the tests: K = 3, a few seconds per claim; about 25 s of CPU for
+the target), quick (``make demo``: K = 4, MLPs for 12 epochs on 500 images per class; about
+2 minutes on 2 cores), full (K = 10 for the minimiser, phase-transition and non-negative claims,
+K = 4 with two weight decays and five seeds for the landscape, MLPs on the whole training sets for
+50 epochs and three seeds, ResNet18 for 200 epochs on a GPU).  Every UFM solver honours
+``ctx.option("max_iter")`` (a test hook: capped at 2 iterations the UFM claims fail); the training
+claims read ``resnet_gpu`` (run the ResNet18 claim below the full scale), ``resnet_epochs``,
+``resnet_per_class``, ``resnet_test_per_class``.  Results are written under ``ctx.out`` as JSON
+(one file per claim), the training runs under ``ctx.out/heads`` and ``ctx.out/resnet18``, and PNG
+figures.
 
 Example
 -------
