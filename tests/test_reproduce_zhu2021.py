@@ -125,14 +125,14 @@ def test_nonnegative_solver_reaches_a_kkt_point(d, seed):
     assert float(H.detach().min()) >= 0.0
     labels = torch.arange(K).repeat_interleave(n)
     f = _independent_objective(W, H, b, labels, lw, lh)
-    assert math.isclose(float(f), info["objective"], rel_tol=1e-12)
+    assert math.isclose(float(f.detach()), info["objective"], rel_tol=1e-12)
     gW, gH, gb = torch.autograd.grad(f, (W, H, b))
     with torch.no_grad():
         # KKT of min f s.t. H >= 0: grad = 0 in W, b and on the free entries of H; grad >= 0 where H = 0
         pg_H = H - torch.clamp(H - gH, min=0.0)
         pg = math.sqrt(float((gW**2).sum() + (gb**2).sum() + (pg_H**2).sum()))
         scale = math.sqrt(float((W**2).sum() + (H**2).sum() + (b**2).sum()))
-    assert pg * max(scale, 1.0) / float(f) < 1e-6
+    assert pg * max(scale, 1.0) / float(f.detach()) < 1e-6
     active = H.detach() == 0
     assert bool(active.any())  # the bound is active: the constraint matters
     assert float(gH[active].min()) >= -1e-8  # no active entry would decrease f by going negative
