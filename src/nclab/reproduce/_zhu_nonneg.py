@@ -113,7 +113,8 @@ def nonnegative_structure(problem, x) -> dict:
     of the uncentred class means; ``shift_ratio`` = |mu_G|^2 / mean_k |mu_k - mu_G|^2 and its error
     against 1/(K-1); ``logit_shift`` = |(I - J/K) W mu_G| / (|W|_F |mu_G|) (the part of the shift
     the bias would have to absorb); ``bias_spread`` = std(b) / (1 + mean |b|); ``min_H`` and
-    ``active_fraction`` (entries of H at 0)."""
+    ``active_fraction`` (entries of H at 0); ``zero_feature_classes``: classes whose features are all
+    0 (|mu_k| <= 1e-8 max_l |mu_l|), told apart by the bias alone."""
     W, H = x[0].detach(), x[1].detach()
     K = problem.K
     m = problem.metrics(x)
@@ -129,7 +130,8 @@ def nonnegative_structure(problem, x) -> dict:
     den = float(W.norm()) * float(mu_G.norm())
     out = {"etf_W": etf_gram_error(W), "means_orthogonality_error": ortho, "shift_ratio": shift,
            "shift_ratio_error": abs(shift * (K - 1) - 1.0), "logit_shift": float(off.norm()) / den if den > 0 else 0.0,
-           "min_H": float(H.min()), "active_fraction": float((H == 0).double().mean())}
+           "min_H": float(H.min()), "active_fraction": float((H == 0).double().mean()),
+           "zero_feature_classes": int((mu.norm(dim=1) <= 1e-8 * float(mu.norm(dim=1).max())).sum())}
     for k in ("nc1", "nc2_etf_means", "nc3", "nc3_duality_gram", "bias_collapse"):
         out[k] = finite(m.get(k))
     if len(x) > 2:
@@ -199,14 +201,16 @@ def nonnegative(ctx: Context) -> Evidence:
     if other:
         summary += (f" {len(other)} run(s) (d, seed = {[(r['d'], r['seed']) for r in other]}) stopped at "
                     f"non-global KKT points, {min(r['relative_gap_to_derived'] for r in other):.1e} or more above "
-                    "f*(beta'): unlike the unconstrained UFM, the constraint H >= 0 leaves spurious first-order "
-                    "points.")
+                    f"f*(beta'), with {[r['structure']['zero_feature_classes'] for r in other]} class(es) whose "
+                    "features are all zero (told apart by the bias alone): unlike the unconstrained UFM, the "
+                    "constraint H >= 0 leaves spurious first-order points.")
     numbers = {"max_structure_error": finite(max_struct), "K": K, "n": n, "lw": lw, "lh": lh, "dims": s["dims"],
                "seeds": s["seeds"], "max_iter": cap,
                "solver": "scipy L-BFGS-B (bounds H >= 0)", "derived_optimum": f_pred, "unconstrained_optimum": f_free,
                "beta": math.sqrt(n * lw * lh), "beta_prime": shifted.beta, "runs": len(runs),
                "runs_at_optimum": len(best), "dims_reaching_optimum": dims_reached,
-               "non_global_kkt_points": [{"d": r["d"], "seed": r["seed"], "relative_gap": r["relative_gap_to_derived"]}
+               "non_global_kkt_points": [{"d": r["d"], "seed": r["seed"], "relative_gap": r["relative_gap_to_derived"],
+                                          "zero_feature_classes": r["structure"]["zero_feature_classes"]}
                                          for r in other],
                "min_relative_gap": finite(min_gap), "max_relative_projected_gradient": finite(max_kkt), "min_H": min_H,
                "worst_at_optimum": per, "structure_tol": STRUCTURE_TOL,
