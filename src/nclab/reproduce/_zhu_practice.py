@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from nclab.reproduce._zhu_common import PAPER, finite, save_json, seeds
@@ -155,8 +155,15 @@ def _train_all(ctx: Context, jobs: list, fresh_process: bool) -> list[dict]:
     ctx.say(f"  training {len(jobs)} runs, {workers} at a time, each in a fresh process")
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              max_tasks_per_child=1) as pool:
-        futures = [pool.submit(train, cfg) for _, _, _, cfg in jobs]
-        return [f.result() for f in futures]
+        futures = {pool.submit(train, cfg): i for i, (_, _, _, cfg) in enumerate(jobs)}
+        out: list = [None] * len(jobs)
+        for done, fut in enumerate(as_completed(futures), 1):
+            i = futures[fut]
+            out[i] = fut.result()
+            dataset, seed, name, _ = jobs[i]
+            ctx.say(f"  {done}/{len(jobs)} done: {dataset} seed {seed} {name}, test acc "
+                    f"{_pct(out[i]['final'].get('test_acc'))}%, {out[i]['total_seconds']:.0f} s")
+        return out
 
 
 def _compare(ctx: Context, jobs: list, summaries: list[dict], margin: float, memory_key: str) -> tuple:
