@@ -25,9 +25,8 @@ key                                    evidence
                                        otherwise "not run" with the reason)
 =====================================  =========================================================
 
-Scales (``ctx.scale``): tiny (the tests: K = 3, a few seconds per claim; about 25 s of CPU for
-the target), quick (``make demo``: K = 4, MLPs for 12 epochs on 500 images per class; about
-2 minutes on 2 cores), full (K = 10 for the minimiser, phase-transition and non-negative claims,
+Scales (``ctx.scale``): tiny (the tests: K = 3; about 6 s for the target on 2 cores), quick
+(``make demo``: K = 4, MLPs for 12 epochs on 500 images per class; about 35 s on 2 cores), full (K = 10 for the minimiser, phase-transition and non-negative claims,
 K = 4 with two weight decays and five seeds for the landscape, MLPs on the whole training sets for
 50 epochs and three seeds, ResNet18 for 200 epochs on a GPU).  Every UFM solver honours
 ``ctx.option("max_iter")`` (a test hook: capped at 2 iterations the UFM claims fail); the training
