@@ -294,17 +294,26 @@ def test_cifar10_batch_with_wrong_shapes_is_a_clear_error(tmp_path):
 
 
 def test_cifar10_download_fetches_the_official_archive_without_unpickling(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as tvu
-    from torchvision.datasets import CIFAR10
+    """download=True hands torchvision's archive (its CIFAR10.url, filename, md5) to its md5-checked
+    downloader; torchvision is replaced by stand-ins here (no network, and no slow import)."""
+    import sys
+    import types
 
     calls = []
+    fake_ds = types.ModuleType("torchvision.datasets")
+    fake_ds.CIFAR10 = types.SimpleNamespace(url="https://example.invalid/cifar-10-python.tar.gz",
+                                            filename="cifar-10-python.tar.gz", tgz_md5="0123")
+    fake_utils = types.ModuleType("torchvision.datasets.utils")
 
     def fake_download(url, root, filename=None, md5=None, **kw):
-        calls.append((url, filename, md5))
+        calls.append((url, root, filename, md5))
         _write_fake_cifar(tmp_path / "dl")
 
-    monkeypatch.setattr(tvu, "download_and_extract_archive", fake_download)
+    fake_utils.download_and_extract_archive = fake_download
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake_ds)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets.utils", fake_utils)
     x, y = load_dataset("cifar10", tmp_path / "dl", train=False, download=True).tensors
-    assert calls == [(CIFAR10.url, CIFAR10.filename, CIFAR10.tgz_md5)] and x.shape == (20, 3, 32, 32)
+    assert calls == [(fake_ds.CIFAR10.url, str(tmp_path / "dl"), "cifar-10-python.tar.gz", "0123")]
+    assert x.shape == (20, 3, 32, 32)
     load_dataset("cifar10", tmp_path / "dl", train=False, download=True)  # present: not fetched again
     assert len(calls) == 1

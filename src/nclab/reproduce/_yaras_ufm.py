@@ -34,6 +34,7 @@ __all__ = [
     "worst",
     "finite",
     "lambda_bars",
+    "identity_bounds",
 ]
 
 
@@ -163,6 +164,7 @@ def critical_point_rows(problem, config: str, *, found_starts: int, finder_max_i
             if kind == "lowdim":
                 row["d_low"] = int(arg)
         row.update(_classification(problem, x, 0))
+        row["identity_bounds"] = identity_bounds(problem, x)
         row["expected"] = expected_kind(config, kind, problem.K, problem.d, arg if kind == "lowdim" else None)
         row["matches"] = None if row["expected"] is None else row["kind"] == row["expected"]
         row["seconds"] = time.perf_counter() - t0
@@ -170,6 +172,26 @@ def critical_point_rows(problem, config: str, *, found_starts: int, finder_max_i
         if progress is not None:
             progress(f"  {config} d={problem.d} {row['label']}: {row['kind']}")
     return rows
+
+
+def identity_bounds(problem, x) -> dict:
+    """How far Lemma 3.1's identities may be from exact at an inexact critical point, from its
+    Euclidean gradient (gW, gH): exactly, ``lw W^T W - lh H^T H = W^T gW - gH^T H`` (both sides
+    minus W^T G^T H), so ``balance_error <= (|W| |gW| + |H| |gH|) / (lw |W|^2 + lh |H|^2)``; for CE
+    (G 1 = 0) ``1^T W = 1^T gW / lw``, so ``ones_error <= sqrt(K) |gW| / (lw |W|)``.  Empty for the
+    problems on spheres (no penalties)."""
+    if not hasattr(problem, "lw"):
+        return {}
+    g = problem.egrad(x)
+    W, H = x[0].detach(), x[1].detach()
+    gW, gH = g[0].detach(), g[1].detach()
+    den = problem.lw * float((W * W).sum()) + problem.lh * float((H * H).sum())
+    out = {"balance": (float(W.norm()) * float(gW.norm()) + float(H.norm()) * float(gH.norm())) / den
+           if den > 0 else 0.0}
+    if problem.loss == "ce":
+        wn = float(W.norm())
+        out["ones"] = math.sqrt(problem.K) * float(gW.norm()) / (problem.lw * wn) if wn > 0 else 0.0
+    return out
 
 
 def worst(values) -> float | None:

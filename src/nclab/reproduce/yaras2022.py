@@ -69,7 +69,7 @@ STARTS = 3
 #: ``saddles``: (K, n, tau, dims, found starts); ``nets``: the network experiment.
 SETTINGS = {
     "tiny": {
-        "minimisers": dict(K=3, n=2, taus=[2.0, 50.0], dims=["K-1", "K"]),
+        "minimisers": dict(K=3, n=2, taus=[2.0, 50.0], dims=["K"]),
         "starts": dict(K=3, n=2, taus=[5.0], dims=["K"], seeds=1),
         "saddles": dict(K=3, n=2, tau=5.0, dims=["K"], found=1),
         "nets": dict(seeds=[0], per_class=20, test_per_class=20, epochs=6, threshold=0.5, margin=0.05),
