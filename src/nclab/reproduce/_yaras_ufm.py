@@ -35,6 +35,7 @@ __all__ = [
     "finite",
     "lambda_bars",
     "identity_bounds",
+    "pyplot",
 ]
 
 
@@ -202,10 +203,19 @@ def worst(values) -> float | None:
     return max(v if math.isfinite(v) else math.inf for v in vals)
 
 
-def savefig(fig, out: Path, name: str) -> str:
-    """Save a matplotlib figure as ``out/name`` (PNG) and close it; returns the path relative to out."""
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend (figures are written, never shown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def savefig(fig, out: Path, name: str) -> str:
+    """Save a matplotlib figure as ``out/name`` (PNG) and close it; returns the path relative to out."""
+    plt = pyplot()
     path = Path(out) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")

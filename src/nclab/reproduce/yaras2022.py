@@ -36,7 +36,6 @@ settings) override the network experiment.  Run through ``nclab reproduce yaras2
 
 from __future__ import annotations
 
-import math
 import statistics
 
 import numpy as np
@@ -46,6 +45,7 @@ from nclab.reproduce._yaras_ufm import (
     critical_point_rows,
     gram_error,
     lambda_bars,
+    pyplot,
     savefig,
     solve_row,
     worst,
@@ -104,7 +104,7 @@ def _problem(K, n, d, tau):
 
 # ---------------------------------------------------------------------------------------------------
 def _global_minimisers(ctx: Context) -> Evidence:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = SETTINGS[ctx.scale]["minimisers"]
     K, n = s["K"], s["n"]
@@ -183,7 +183,7 @@ def _global_minimisers(ctx: Context) -> Evidence:
 
 # ---------------------------------------------------------------------------------------------------
 def _strict_saddles(ctx: Context) -> Evidence:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from nclab.ufm.diagnostics import hessian_spectrum
     from nclab.ufm.landscape.spec import make_point
@@ -254,7 +254,7 @@ def _strict_saddles(ctx: Context) -> Evidence:
 
 # ---------------------------------------------------------------------------------------------------
 def _random_starts(ctx: Context) -> Evidence:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = SETTINGS[ctx.scale]["starts"]
     K, n = s["K"], s["n"]
@@ -350,7 +350,7 @@ def _not_run_without_data(exc: Exception) -> Evidence:
 
 
 def _network_collapse(ctx: Context, nets: _Nets) -> Evidence:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from nclab.reproduce._yaras_nets import HEADS, epochs_to
 
