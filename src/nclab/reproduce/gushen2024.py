@@ -162,10 +162,10 @@ def _global_form(ctx: Context, configs: tuple[str, ...]) -> Evidence:
                   [[r["config"], r["seed"], f"{r['objective']:.6g}", f"{r['optimum']:.6g}", f"{r['relative_gap']:.1e}",
                     f"{r['gram_error']:.1e}", f"{r['alignment_error']:.1e}", f"{r['bias_error']:.1e}",
                     "yes" if r["ok"] else "NO"] for r in rows])
-    summary = (f"{len(rows) - len(bad)} of {len(rows)} solves at d = K = {K} ({', '.join(configs)}) end at f* "
-               f"(largest relative gap {numbers['max_abs_relative_gap']:.1e}) with W the predicted frame (Gram error "
-               f"{numbers['max_gram_error']:.1e}), aligned features (error {numbers['max_alignment_error']:.1e}) and "
-               f"the predicted bias (error {numbers['max_bias_error']:.1e}).")
+    summary = (f"{len(rows) - len(bad)} of {len(rows)} solves at d = K = {K} ({', '.join(configs)}) end at the "
+               f"global solution's form; largest errors: relative gap to f* {numbers['max_abs_relative_gap']:.1e}, "
+               f"Gram matrix of W vs the predicted frame {numbers['max_gram_error']:.1e}, feature alignment "
+               f"{numbers['max_alignment_error']:.1e}, bias {numbers['max_bias_error']:.1e}.")
     return Evidence(passed=not bad, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Errors of the solvers' end points against the global solution's form "
                                               "(1.5)-(1.7): objective gap, Gram matrix of W, feature alignment, bias.")],

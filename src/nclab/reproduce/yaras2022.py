@@ -176,9 +176,10 @@ def _global_minimisers(ctx: Context) -> Evidence:
                   [[r["params"]["tau"], r["d"], r["solver"], r["iterations"], f"{r['objective']:.4e}",
                     f"{r['optimum']:.4e}", f"{r['relative_gap']:.1e}", f"{r['gram_error']:.1e}",
                     f"{r['feature_error']:.1e}", "yes" if r["ok"] else "NO"] for r in rows])
-    summary = (f"{len(rows) - len(bad)} of {len(rows)} solver runs (tau {min(s['taus']):g}..{max(s['taus']):g}, "
-               f"d in {numbers['dims']}) end at f* (largest relative gap {numbers['max_abs_relative_gap']:.1e}) with an "
-               f"ETF Gram (error {numbers['max_gram_error']:.1e}) and h = w (error {numbers['max_feature_error']:.1e}).")
+    summary = (f"{len(rows) - len(bad)} of {len(rows)} (tau, d) cases (tau {min(s['taus']):g}..{max(s['taus']):g}, "
+               f"d in {numbers['dims']}) reach the closed-form minimiser; largest errors: relative gap to f* "
+               f"{numbers['max_abs_relative_gap']:.1e}, Gram matrix of W vs the ETF's {numbers['max_gram_error']:.1e}, "
+               f"max |h - w| {numbers['max_feature_error']:.1e}.")
     return Evidence(passed=not bad, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Objective at the solvers' end points against the closed-form "
                                               "optimum f*(tau), for each feature dimension d.")],
