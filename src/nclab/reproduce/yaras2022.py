@@ -78,7 +78,7 @@ SETTINGS = {
         "minimisers": dict(K=3, n=2, taus=[2.0, 50.0], dims=["K"]),
         "starts": dict(K=3, n=2, cases=[(5.0, "K")], seeds=1),
         "saddles": dict(K=3, n=2, tau=5.0, dims=["K"], found=1),
-        "nets": dict(seeds=[0], per_class=20, test_per_class=20, epochs=6, threshold=0.5, margin=0.05),
+        "nets": dict(seeds=[0], per_class=20, test_per_class=20, epochs=6, threshold=0.41, margin=0.05),
     },
     "quick": {
         "minimisers": dict(K=4, n=5, taus=[1.0, 5.0, 20.0, 50.0, 100.0], dims=["K-1", "K", "2K"]),
