@@ -80,9 +80,16 @@ def gram_error(W: torch.Tensor, frame: str = "simplex") -> float:
 
 
 def _classification(problem, x, seed: int) -> dict:
+    """The classification's numbers; an error of the eigensolver (e.g. ARPACK not converging) is
+    recorded as kind ``"classify_error"`` with the message, so one point never hides the others."""
     from nclab.ufm.landscape import classify
 
-    c = classify(problem, x, seed=seed).as_dict()
+    try:
+        c = classify(problem, x, seed=seed).as_dict()
+    except Exception as exc:  # noqa: BLE001 - reported in the row, and the claim then fails
+        return {"kind": "classify_error", "reason": f"{type(exc).__name__}: {exc}", "objective": problem.cost(x),
+                "relative_gap_classify": None, "grad_norm": None, "lambda_min": None, "eig_threshold": None,
+                "certificate_ratio": None, "certificate_holds": None, "identities": {}}
     cert = c.get("certificate") or {}
     return {
         "kind": c["kind"],
@@ -175,6 +182,10 @@ def critical_point_rows(problem, config: str, *, found_starts: int, finder_max_i
     return rows
 
 
+#: Singular values of W below NULL_RTOL max(|x|, 1) count as zero in ``null_dim_abs``.
+NULL_RTOL = 1e-6
+
+
 def identity_bounds(problem, x) -> dict:
     """How far Lemma 3.1's identities may be from exact at an inexact critical point, from its
     Euclidean gradient (gW, gH): exactly, ``lw W^T W - lh H^T H = W^T gW - gH^T H`` (both sides
@@ -192,6 +203,11 @@ def identity_bounds(problem, x) -> dict:
     if problem.loss == "ce":
         wn = float(W.norm())
         out["ones"] = math.sqrt(problem.K) * float(gW.norm()) / (problem.lw * wn) if wn > 0 else 0.0
+    # rank of W with an absolute cut-off on the problem's scale (a point near the origin, critical
+    # to the relative test, has a tiny W of numerically full rank: its directions are all null)
+    sv = torch.linalg.svdvals(W)
+    cut = NULL_RTOL * max(math.sqrt(float((W * W).sum() + (H * H).sum())), 1.0)
+    out["null_dim_abs"] = problem.d - int((sv > cut).sum())
     return out
 
 
