@@ -28,7 +28,7 @@ def test_defaults_are_valid_and_round_trip():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("dataset", "cifar10", "dataset must be one of 'mnist', 'fashion-mnist', got 'cifar10'"),
+        ("dataset", "imagenet", "dataset must be one of 'mnist', 'fashion-mnist', 'cifar10', got 'imagenet'"),
         ("model", "vgg", "model must be one of 'resnet18', 'mlp', got 'vgg'"),
         ("head", "cosine", "head must be one of 'learned', 'etf', 'normalized', got 'cosine'"),
         ("eval_schedule", "often", "eval_schedule must be one of 'every', 'log', got 'often'"),
@@ -68,3 +68,12 @@ def test_resume_may_change_only_the_free_fields(tmp_path):
     check_resumable(TrainConfig(lr=0.1, **free), saved, tmp_path)  # no error
     with pytest.raises(ValueError, match=r"cannot resume .*\(epochs: 200 in the run, 7 now, lr: 0.1 in the run, 0.2 now\)"):
         check_resumable(TrainConfig(lr=0.2, epochs=7), saved, tmp_path)
+
+
+def test_cifar10_is_an_accepted_dataset_with_ten_classes():
+    from nclab.nets.data import input_shape, num_classes
+
+    cfg = TrainConfig(dataset="cifar10", model="resnet18", head="etf", feature_dim=10).validate()
+    assert cfg.dataset == "cifar10" and num_classes("cifar10") == 10 and input_shape("cifar10") == (3, 32)
+    with pytest.raises(ValueError, match="d >= K-1 = 9"):
+        TrainConfig(dataset="cifar10", head="etf", feature_dim=5).validate()

@@ -115,22 +115,23 @@ def test_per_class_larger_than_available_is_a_clear_error(data_dir):
 
 
 def test_unknown_dataset_lists_the_allowed_names(data_dir):
-    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; allowed: mnist, fashion-mnist"):
-        load_dataset("cifar10", data_dir)
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; allowed: mnist, fashion-mnist, cifar10"):
+        load_dataset("svhn", data_dir)
     with pytest.raises(ValueError, match="allowed"):
         num_classes("svhn")
-    assert [num_classes(n) for n in DATASETS] == [10, 10]
+    assert [num_classes(n) for n in DATASETS] == [10, 10, 10]
 
 
-@pytest.mark.parametrize("name,where", [("mnist", "MNIST/raw"), ("fashion-mnist", "FashionMNIST70k")])
+@pytest.mark.parametrize("name,where", [("mnist", "MNIST/raw"), ("fashion-mnist", "FashionMNIST70k"),
+                                        ("cifar10", "cifar-10-batches-py")])
 def test_missing_directory_names_the_expected_files_and_how_to_get_them(tmp_path, name, where):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError) as err:
         load_dataset(name, missing)
     msg = str(err.value)
     assert str(missing / where) in msg
-    assert "does not exist" in msg and "download=True" in msg and "copy" in msg
-    assert ("t10k-images-idx3-ubyte" in msg) or ("images-idx3-ubyte" in msg)
+    assert "does not exist" in msg and "download=True" in msg
+    assert ("t10k-images-idx3-ubyte" in msg) or ("images-idx3-ubyte" in msg) or ("test_batch" in msg)
 
 
 def _write_fake_mnist(root, n=20, train=False):
@@ -215,3 +216,104 @@ def test_download_pools_official_fashion_files_sorted_by_class(tmp_path, monkeyp
     all_labels = np.concatenate([fake[True][1], fake[False][1]])
     order = np.argsort(all_labels, kind="stable")
     assert np.array_equal(labels, all_labels[order]) and np.array_equal(images, all_images[order])
+
+
+# ------------------------------------------------------------------------------------------ CIFAR-10
+def _write_fake_cifar(root, per_batch=20, protocol=2):
+    """A tiny CIFAR-10 in torchvision's layout, written with pickle as the official files are
+    (a dict per batch: data N x 3072 uint8 = R, G, B planes of 32 x 32, labels a list of ints).
+    Returns {file: (images (N, 3, 32, 32), labels)}."""
+    import pickle
+
+    where = root / "cifar-10-batches-py"
+    where.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    out = {}
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        images = rng.integers(0, 256, size=(per_batch, 3, 32, 32), dtype=np.uint8)
+        labels = [int(v) for v in (np.arange(per_batch) + i) % 10]
+        entry = {"batch_label": f"batch {i}", "labels": labels, "data": images.reshape(per_batch, -1),
+                 "filenames": [f"img_{i}_{j}.png" for j in range(per_batch)]}
+        with open(where / name, "wb") as f:
+            pickle.dump(entry, f, protocol=protocol)
+        out[name] = (images, np.array(labels))
+    with open(where / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"], "num_vis": 3072, "num_cases_per_batch": per_batch}, f, protocol=2)
+    return out
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_small_cifar10_in_torchvision_layout_loads_with_its_pixels_and_labels(tmp_path, protocol):
+    batches = _write_fake_cifar(tmp_path, protocol=protocol)
+    x, y = load_dataset("cifar10", tmp_path, train=True).tensors
+    images = np.concatenate([batches[f"data_batch_{k}"][0] for k in range(1, 6)])
+    labels = np.concatenate([batches[f"data_batch_{k}"][1] for k in range(1, 6)])
+    assert x.shape == (100, 3, 32, 32) and x.dtype == torch.float32 and D.input_shape("cifar10") == (3, 32)
+    mean, std = (torch.tensor(v).reshape(1, 3, 1, 1) for v in D.NORMALIZATION["cifar10"])
+    assert torch.allclose((x * std + mean) * 255, torch.from_numpy(images).float(), atol=1e-3)
+    assert torch.equal(y, torch.from_numpy(labels).long())
+    xt, yt = load_dataset("cifar10", tmp_path, train=False).tensors
+    assert xt.shape == (20, 3, 32, 32) and yt.tolist() == batches["test_batch"][1].tolist()
+    # a balanced subset: n per class, the same rule as MNIST
+    xs, ys = load_dataset("cifar10", tmp_path, train=True, per_class=3, seed=1).tensors
+    assert ys.bincount().tolist() == [3] * 10 and xs.shape == (30, 3, 32, 32)
+
+
+def test_cifar10_batch_refuses_code_in_the_pickle(tmp_path):
+    import pickle
+
+    batches = tmp_path / "cifar-10-batches-py"
+    _write_fake_cifar(tmp_path)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # would create the file if the loader executed globals
+
+    with open(batches / "test_batch", "wb") as f:
+        pickle.dump({"data": Payload(), "labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 python batch .*refusing to load the global"):
+        load_dataset("cifar10", tmp_path, train=False)
+    assert not marker.exists()
+
+
+def test_cifar10_batch_with_wrong_shapes_is_a_clear_error(tmp_path):
+    import pickle
+
+    _write_fake_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((4, 100), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f, protocol=2)
+    with pytest.raises(ValueError, match="N x 3072 uint8"):
+        D.read_cifar_batch(path)
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 12]}, f, protocol=2)
+    with pytest.raises(ValueError, match="labels must be in 0..9"):
+        D.read_cifar_batch(path)
+
+
+def test_cifar10_download_fetches_the_official_archive_without_unpickling(tmp_path, monkeypatch):
+    """download=True hands torchvision's archive (its CIFAR10.url, filename, md5) to its md5-checked
+    downloader; torchvision is replaced by stand-ins here (no network, and no slow import)."""
+    import sys
+    import types
+
+    calls = []
+    fake_ds = types.ModuleType("torchvision.datasets")
+    fake_ds.CIFAR10 = types.SimpleNamespace(url="https://example.invalid/cifar-10-python.tar.gz",
+                                            filename="cifar-10-python.tar.gz", tgz_md5="0123")
+    fake_utils = types.ModuleType("torchvision.datasets.utils")
+
+    def fake_download(url, root, filename=None, md5=None, **kw):
+        calls.append((url, root, filename, md5))
+        _write_fake_cifar(tmp_path / "dl")
+
+    fake_utils.download_and_extract_archive = fake_download
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake_ds)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets.utils", fake_utils)
+    x, y = load_dataset("cifar10", tmp_path / "dl", train=False, download=True).tensors
+    assert calls == [(fake_ds.CIFAR10.url, str(tmp_path / "dl"), "cifar-10-python.tar.gz", "0123")]
+    assert x.shape == (20, 3, 32, 32)
+    load_dataset("cifar10", tmp_path / "dl", train=False, download=True)  # present: not fetched again
+    assert len(calls) == 1

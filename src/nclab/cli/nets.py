@@ -168,7 +168,7 @@ def heads_table(rows: list[dict], title: str = "", width: int | None = None):
 def train_command(
     ctx: typer.Context,
     run_dir: Annotated[Optional[Path], typer.Argument(help="run directory, the same as --out (nclab train --resume DIR continues the run in DIR with its config.json)", show_default=False)] = None,
-    dataset: Annotated[str, typer.Option(help="mnist or fashion-mnist")] = _D["dataset"],
+    dataset: Annotated[str, typer.Option(help="mnist, fashion-mnist or cifar10")] = _D["dataset"],
     model: Annotated[str, typer.Option(help="resnet18 (CIFAR-style) or mlp")] = _D["model"],
     head: Annotated[str, typer.Option(help="learned, etf (fixed simplex ETF) or normalized")] = _D["head"],
     feature_dim: Annotated[Optional[int], typer.Option("--feature-dim", "-d", help="penultimate dimension d (default: the backbone's, 512; etf needs d >= K. With etf, the d - (K-1) feature directions outside the frame's span get no gradient from the loss but still count in nc1 and nc3: use d = K to measure collapse of the fixed-ETF design)")] = None,
@@ -187,7 +187,7 @@ def train_command(
     eval_points: Annotated[int, typer.Option(help="number of log-spaced evaluations with --eval-schedule log")] = _D["eval_points"],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = _D["device"],
     seed: Annotated[int, typer.Option(help="seed of the initialisation, the subset and the data order")] = _D["seed"],
-    data_dir: Annotated[Path, typer.Option(help="folder holding MNIST/raw and FashionMNIST70k")] = Path(_D["data_dir"]),
+    data_dir: Annotated[Path, typer.Option(help="folder holding MNIST/raw, FashionMNIST70k, cifar-10-batches-py")] = Path(_D["data_dir"]),
     download: Annotated[bool, typer.Option("--download", help="fetch missing data sets (needs internet)")] = False,
     out: Annotated[Path, typer.Option(help="run directory (config.json, log.jsonl, checkpoint.pt)")] = Path(_D["out"]),
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out (or DIR) from its verified checkpoint, with the options of its config.json; options given again must agree with them (--epochs may extend the run; --device, --threads, --data-dir, --stop-after may differ)")] = False,

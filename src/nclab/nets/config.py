@@ -65,7 +65,8 @@ class TrainConfig:
 
     Fields
     ------
-    dataset : "mnist" or "fashion-mnist" (:data:`nclab.nets.data.DATASETS`).
+    dataset : "mnist", "fashion-mnist" or "cifar10" (:data:`nclab.nets.data.DATASETS`; CIFAR-10's
+        images have 3 channels of 32 x 32, :func:`nclab.nets.data.input_shape`).
     model : "resnet18" (CIFAR-style, 3x3 stem) or "mlp".
     head : "learned", "etf" (fixed simplex ETF, a buffer) or "normalized" (unit W and h/|h|).
     feature_dim : penultimate dimension d (None: the backbone's own, 512 for both).

@@ -1,6 +1,7 @@
 """Image data sets for the deep-network experiments, as in-memory normalised tensors.
 
-Two data sets, 10 classes each, 28 x 28 grey-scale images:
+Three data sets, 10 classes each: MNIST and Fashion-MNIST (28 x 28 grey-scale images) and
+CIFAR-10 (32 x 32 colour images, 3 channels; :func:`input_shape`):
 
 ``"mnist"``
     The four original IDX files read by ``torchvision.datasets.MNIST(root=data_dir)``, i.e. from
@@ -13,6 +14,17 @@ Two data sets, 10 classes each, 28 x 28 grey-scale images:
     chosen by the seeded rule below with ``FASHION_SPLIT_SEED = 0``.  The results are therefore
     *not* comparable image for image with the official Fashion-MNIST test set.  ``download=True``
     fetches the official files with torchvision and pools them into that layout.
+``"cifar10"``
+    The python version of CIFAR-10 (Krizhevsky 2009) in torchvision's layout,
+    ``<data_dir>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``: 50,000 training
+    and 10,000 test images.  The batches are Python pickles (a dict with ``data``, an N x 3072
+    uint8 array, rows = 1024 red, 1024 green, 1024 blue pixels of a 32 x 32 image, and ``labels``).
+    torchvision's ``CIFAR10`` reads them with ``pickle.load``, which can execute code stored in a
+    file; nclab's rule is that loading a file never executes code, so :func:`read_cifar_batch`
+    unpickles with a restricted unpickler that accepts only plain containers, strings, bytes and
+    numbers and the reconstruction of numpy arrays (every other global is refused with an error).
+    ``download=True`` fetches and unpacks the official archive with torchvision's downloader
+    (``torchvision.datasets.CIFAR10.url``, checked against its md5) without unpickling anything.
 
 Seeded selection rule (split and balanced subsets)
     Every image gets a 64-bit key ``blake2b(image bytes, key="nclab/<purpose>/<seed>")``; within
@@ -26,7 +38,8 @@ Seeded selection rule (split and balanced subsets)
 
 Normalisation
     ``x = (pixel/255 - mean) / std`` with the customary statistics of each training set:
-    MNIST mean 0.1307, std 0.3081; Fashion-MNIST mean 0.2860, std 0.3530 (``NORMALIZATION``).
+    MNIST mean 0.1307, std 0.3081; Fashion-MNIST mean 0.2860, std 0.3530; CIFAR-10 per channel
+    (R, G, B) mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616) (``NORMALIZATION``).
 
 Example
 -------
@@ -39,7 +52,9 @@ Example
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +76,28 @@ __all__ = [
     "selection_keys",
     "balanced_indices",
     "fashion_split_indices",
+    "CIFAR_DIR",
+    "CIFAR_FILES",
+    "input_shape",
+    "read_cifar_batch",
 ]
 
 #: Names accepted by :func:`load_dataset` (case and '-'/'_' do not matter).
-DATASETS = ("mnist", "fashion-mnist")
-#: (mean, std) of the pixel values in [0, 1] of each training set, used to normalise.
-NORMALIZATION = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+DATASETS = ("mnist", "fashion-mnist", "cifar10")
+#: (mean, std) of the pixel values in [0, 1] of each training set, used to normalise (per channel
+#: for CIFAR-10: R, G, B).
+NORMALIZATION = {
+    "mnist": (0.1307, 0.3081),
+    "fashion-mnist": (0.2860, 0.3530),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+#: (channels, height = width) of each data set's images.
+_INPUT_SHAPE = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 #: Seed of nclab's Fashion-MNIST train/test split (see the module docstring).
 FASHION_SPLIT_SEED = 0
 FASHION_TRAIN_PER_CLASS = 6000
 FASHION_TEST_PER_CLASS = 1000
-_NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10}
+_NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10}
 
 #: split -> (images file, labels file) under <data_dir>/MNIST/raw (torchvision's layout).
 MNIST_FILES = {
@@ -81,6 +107,9 @@ MNIST_FILES = {
 #: (images file, labels file) under <data_dir>/FashionMNIST70k.
 FASHION_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
 _FASHION_DIR = "FashionMNIST70k"
+#: CIFAR-10's folder under <data_dir> (torchvision's ``CIFAR10.base_folder``) and its batch files.
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_FILES = {True: tuple(f"data_batch_{i}" for i in range(1, 6)), False: ("test_batch",)}
 
 _IDX_UBYTE = 0x08
 
@@ -89,14 +118,22 @@ def _canonical(name) -> str:
     key = str(name).strip().lower().replace("_", "-")
     if key == "fashionmnist":
         key = "fashion-mnist"
+    if key == "cifar-10":
+        key = "cifar10"
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     return key
 
 
 def num_classes(name: str) -> int:
-    """Number of classes of a data set in ``DATASETS`` (10 for both)."""
+    """Number of classes of a data set in ``DATASETS`` (10 for each)."""
     return _NUM_CLASSES[_canonical(name)]
+
+
+def input_shape(name: str) -> tuple[int, int]:
+    """``(channels, image_size)`` of a data set's images: (1, 28) for MNIST and Fashion-MNIST,
+    (3, 32) for CIFAR-10 (what :func:`nclab.nets.train.build_model` needs)."""
+    return _INPUT_SHAPE[_canonical(name)]
 
 
 # ---------------------------------------------------------------------------------------- IDX files
@@ -225,7 +262,13 @@ def fashion_split_indices(
 # ----------------------------------------------------------------------------------------- loaders
 def _missing_message(name: str, where: Path, files, data_dir: Path) -> str:
     listing = ", ".join(files)
-    if name == "mnist":
+    if name == "cifar10":
+        how = (
+            "run with download=True (`nclab train --download`) where the internet is reachable, which "
+            "fetches and unpacks the official cifar-10-python.tar.gz there with torchvision, or unpack "
+            "that archive into the data directory yourself"
+        )
+    elif name == "mnist":
         how = (
             "run with download=True (`nclab train --download`) where the internet is reachable, which "
             "lets torchvision fetch them, or copy the four uncompressed IDX files there "
@@ -292,6 +335,93 @@ def _load_fashion(data_dir: Path, train: bool, download: bool, split_seed: int):
     return images[idx], labels[idx].astype(np.int64)
 
 
+# ------------------------------------------------------------------------------------------ CIFAR-10
+def _numpy_reconstruct():
+    """numpy's array-reconstruction function, whatever its module is called in this numpy version."""
+    return np.ndarray.__reduce__(np.zeros(1, dtype=np.uint8))[0]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data: dicts, lists, tuples, str, bytes, numbers (pickle
+    opcodes, no globals) and numpy arrays.  The only globals it resolves are the array
+    reconstruction (``_reconstruct`` of numpy's multiarray module, under its numpy 1 and numpy 2
+    names), ``numpy.ndarray``, ``numpy.dtype`` and ``_codecs.encode`` (how protocol 2 stores bytes
+    in Python 3), none of which runs code chosen by the file.  Any other global is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load the global {module}.{name}: a CIFAR-10 batch holds only a dict of "
+                "arrays, lists and strings (nclab never runs code stored in a data file)")
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        if name == "encode":
+            import codecs
+
+            return codecs.encode
+        return getattr(np, name)
+
+
+def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 python batch (a pickled dict with ``data``: N x 3072 uint8, ``labels``:
+    N ints) with a restricted unpickler (module docstring); returns ``(images, labels)``, images
+    uint8 (N, 3, 32, 32) and labels int64 (N,).
+
+    ValueError naming the file when it is not such a batch (a refused global, a wrong shape, labels
+    out of 0..9, counts that disagree)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a {type(entry).__name__}, expected a dict)")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    if "data" not in entry or "labels" not in entry:
+        raise ValueError(f"{path}: a CIFAR-10 batch needs the keys 'data' and 'labels', found {sorted(map(str, entry))}")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry["labels"], dtype=np.int64).reshape(-1)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: 'data' must be an N x 3072 uint8 array, got {data.dtype} {data.shape}")
+    if data.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= 10):
+        raise ValueError(f"{path}: labels must be in 0..9, found {labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _download_cifar(data_dir: Path) -> None:
+    """Fetch and unpack the official archive with torchvision's downloader (md5-checked); nothing
+    is unpickled here."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    download_and_extract_archive(CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+
+
+def _load_cifar(data_dir: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    where = data_dir / CIFAR_DIR
+    every = CIFAR_FILES[True] + CIFAR_FILES[False]
+    missing = [f for f in every if not (where / f).is_file()]
+    if missing and download:
+        _download_cifar(data_dir)
+        missing = [f for f in every if not (where / f).is_file()]
+    if missing:
+        raise FileNotFoundError(_missing_message("cifar10", where, missing, data_dir))
+    parts = [read_cifar_batch(where / f) for f in CIFAR_FILES[train]]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def load_dataset(
     name: str,
     data_dir,
@@ -306,27 +436,29 @@ def load_dataset(
 
     Parameters
     ----------
-    name : one of ``DATASETS`` ("mnist", "fashion-mnist").
+    name : one of ``DATASETS`` ("mnist", "fashion-mnist", "cifar10").
     data_dir : root folder: MNIST in ``<data_dir>/MNIST/raw``, Fashion-MNIST in
-        ``<data_dir>/FashionMNIST70k`` (module docstring).
+        ``<data_dir>/FashionMNIST70k``, CIFAR-10 in ``<data_dir>/cifar-10-batches-py`` (module
+        docstring).
     train : the training split (True) or the test split (False).
     per_class : if given, a balanced subset with this many images of every class, chosen by the
         seeded rule of the module docstring (small balanced sets let CPU runs reach the terminal
         phase of training).
     seed : seed of the subset (ignored without ``per_class``).
     download : fetch missing files when online (MNIST: torchvision; Fashion-MNIST: official files
-        pooled into FashionMNIST70k).
+        pooled into FashionMNIST70k; CIFAR-10: the official archive, unpacked).
     split_seed : seed of the Fashion-MNIST train/test split (default ``FASHION_SPLIT_SEED`` = 0).
 
     Returns
     -------
-    TensorDataset of ``(images, labels)``: float32 (N, 1, 28, 28) normalised with
-    ``NORMALIZATION[name]``, int64 (N,) labels in 0..9, in file order.
+    TensorDataset of ``(images, labels)``: float32 (N, C, S, S) normalised with
+    ``NORMALIZATION[name]`` ((N, 1, 28, 28) for MNIST and Fashion-MNIST, (N, 3, 32, 32) for
+    CIFAR-10, :func:`input_shape`), int64 (N,) labels in 0..9, in file order.
 
     Raises
     ------
-    ValueError : unknown name (lists the allowed ones), corrupt or wrong-shape IDX file (names it),
-        per_class larger than a class.
+    ValueError : unknown name (lists the allowed ones), corrupt or wrong-shape IDX file or CIFAR-10
+        batch (names it), per_class larger than a class.
     FileNotFoundError : missing data directory or files (says which files are expected where and
         how to get them).
     """
@@ -334,14 +466,19 @@ def load_dataset(
     data_dir = Path(data_dir).expanduser()
     if key == "mnist":
         images, labels = _load_mnist(data_dir, bool(train), download)
+    elif key == "cifar10":
+        images, labels = _load_cifar(data_dir, bool(train), download)
     else:
         images, labels = _load_fashion(data_dir, bool(train), download, split_seed)
     if per_class is not None:
         what = f"{key} ({'train' if train else 'test'})"
         idx = balanced_indices(images, labels, per_class, seed, K=_NUM_CLASSES[key], what=what)
         images, labels = images[idx], labels[idx]
-    mean, std = NORMALIZATION[key]
+    channels, _ = _INPUT_SHAPE[key]
+    mean, std = (torch.tensor(v, dtype=torch.float32).reshape(1, channels, 1, 1) for v in NORMALIZATION[key])
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
-    x = x.sub_(mean).div_(std).unsqueeze(1)
+    if x.ndim == 3:  # grey-scale (N, H, W): one channel
+        x = x.unsqueeze(1)
+    x = x.sub_(mean).div_(std)
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return TensorDataset(x, y)
