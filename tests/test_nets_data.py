@@ -317,3 +317,18 @@ def test_cifar10_download_fetches_the_official_archive_without_unpickling(tmp_pa
     assert x.shape == (20, 3, 32, 32)
     load_dataset("cifar10", tmp_path / "dl", train=False, download=True)  # present: not fetched again
     assert len(calls) == 1
+
+
+def test_training_on_cifar10_builds_a_three_channel_network_and_runs(tmp_path):
+    """`nclab train --dataset cifar10` end to end on the tiny file: the network takes 3 x 32 x 32
+    inputs (a 1-channel 28 x 28 MNIST network would fail on the first batch) and the run finishes."""
+    from nclab.nets.config import TrainConfig
+    from nclab.nets.rundir import read_log
+    from nclab.nets.train import train
+
+    _write_fake_cifar(tmp_path / "data", per_batch=20)
+    config = TrainConfig(dataset="cifar10", model="mlp", per_class=5, test_per_class=2, epochs=1, batch_size=10,
+                         lr=0.01, device="cpu", data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
+    train(config)
+    records = read_log(tmp_path / "run")
+    assert records[-1]["epoch"] == 1 and 0.0 <= records[-1]["train_acc"] <= 1.0

@@ -179,11 +179,12 @@ class _Run:
         self.config, self.env, self.device = config, env, env.device
         self.dir = RunDir(config.out)
         device = env.device
-        from nclab.nets.data import num_classes
+        from nclab.nets.data import input_shape, num_classes
 
         K = num_classes(config.dataset)
+        channels, size = input_shape(config.dataset)  # (1, 28) MNIST / Fashion-MNIST, (3, 32) CIFAR-10
         # Build the network first: a bad head/dimension combination fails before data is read.
-        self.net = build_model(config, K).to(device)
+        self.net = build_model(config, K, channels, size).to(device)
         (self.train_x, self.train_y), (self.test_x, self.test_y), self.K = _load_data(config)
         if self.K != K:  # pragma: no cover - data.py and num_classes disagree
             raise RuntimeError(f"{config.dataset}: num_classes says {K}, the data has {self.K}")
