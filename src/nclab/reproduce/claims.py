@@ -30,6 +30,7 @@ __all__ = [
     "Context",
     "Target",
     "check",
+    "headline",
 ]
 
 #: The verdicts a claim can get.
@@ -187,3 +188,12 @@ def check(
         verdict=verdict, summary=ev.summary, evidence=ev.numbers, tables=ev.tables,
         figures=ev.figures, reason=ev.reason, seconds=time.perf_counter() - start, headline=ev.headline,
     )
+
+
+def headline(template: str, numbers: dict[str, Any]) -> str:
+    """``template.format(**numbers)`` for the verdict table's key number, or "" when an entry is
+    missing or does not fit the format (a headline never turns a claim into a crash)."""
+    try:
+        return template.format(**numbers)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return ""

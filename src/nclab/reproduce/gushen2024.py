@@ -44,7 +44,7 @@ from nclab.reproduce._yaras_ufm import (
     solve_row,
     worst,
 )
-from nclab.reproduce.claims import Claim, Context, Evidence, Figure, Table, Target, check
+from nclab.reproduce.claims import Claim, Context, Evidence, Figure, Table, Target, check, headline
 
 __all__ = ["TARGET", "SETTINGS", "CONFIGS", "GAP_TOL", "STRUCTURE_TOL", "IDENTITY_TOL", "run"]
 
@@ -166,7 +166,7 @@ def _global_form(ctx: Context, configs: tuple[str, ...]) -> Evidence:
                f"global solution's form; largest errors: relative gap to f* {numbers['max_abs_relative_gap']:.1e}, "
                f"Gram matrix of W vs the predicted frame {numbers['max_gram_error']:.1e}, feature alignment "
                f"{numbers['max_alignment_error']:.1e}, bias {numbers['max_bias_error']:.1e}.")
-    return Evidence(passed=not bad, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('{passed_runs}/{runs} runs, gap {max_abs_relative_gap:.0e}', numbers), passed=not bad, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Errors of the solvers' end points against the global solution's form "
                                               "(1.5)-(1.7): objective gap, Gram matrix of W, feature alignment, bias.")],
                     reason="" if not bad else f"{len(bad)} solve(s) off the global form (first: {bad[0]['config']} "
@@ -291,7 +291,7 @@ def _strict_saddles(ctx: Context, land: _Landscape) -> Evidence:
         f"{r['config']} {r['label']}: {r['kind']}" + ("" if r["lemma_3_1"]["holds"] else ", Lemma 3.1 fails")
         for r in rows if r["kind"] not in ("global_minimiser", "strict_saddle") or not r["lemma_3_1"]["holds"]
         or (r["expected"] and not r["matches"]) or r.get("prop_4_1_agrees") is False)[:600]
-    return Evidence(passed=ok, summary=summary, numbers=numbers, tables=[table], reason=reason,
+    return Evidence(headline=headline('{constructed_as_predicted}/{constructed} as predicted', numbers), passed=ok, summary=summary, numbers=numbers, tables=[table], reason=reason,
                     figures=[Figure(fig_path, "Smallest deflated Hessian eigenvalue at each constructed (origin, "
                                               "lowdim:D) and found critical point of the CE and MSE UFMs at d = K.")])
 
@@ -345,7 +345,7 @@ def _random_starts(ctx: Context, land: _Landscape) -> Evidence:
                f"CE, MSE, MSE without bias; {s['start_seeds']} seed(s) each) end at a point classified global "
                f"minimiser; gu_shen_check holds: {verdict['holds']}." + gd_text)
     bad = [r for r in uncapped if r["kind"] != "global_minimiser"]
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('{global}/{runs} global', numbers), passed=passed, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Fraction of random starts that reach the global minimum, per problem "
                                               "and solver (plain gradient descent under its iteration cap).")],
                     reason="" if passed else (f"{len(bad)} start(s) not at the global minimum (first: {bad[0]['config']} "

@@ -53,7 +53,7 @@ from nclab.reproduce._yaras_ufm import (
     solve_row,
     worst,
 )
-from nclab.reproduce.claims import Claim, Context, Evidence, Figure, Table, Target, check
+from nclab.reproduce.claims import Claim, Context, Evidence, Figure, Table, Target, check, headline
 
 __all__ = ["TARGET", "SETTINGS", "SOLVERS", "GAP_TOL", "STRUCTURE_TOL", "run"]
 
@@ -180,7 +180,7 @@ def _global_minimisers(ctx: Context) -> Evidence:
                f"d in {numbers['dims']}) reach the closed-form minimiser; largest errors: relative gap to f* "
                f"{numbers['max_abs_relative_gap']:.1e}, Gram matrix of W vs the ETF's {numbers['max_gram_error']:.1e}, "
                f"max |h - w| {numbers['max_feature_error']:.1e}.")
-    return Evidence(passed=not bad, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('{passed_runs}/{runs} runs, gap {max_abs_relative_gap:.0e}', numbers), passed=not bad, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Objective at the solvers' end points against the closed-form "
                                               "optimum f*(tau), for each feature dimension d.")],
                     reason="" if not bad else f"{len(bad)} run(s) off the closed form or not converged "
@@ -251,7 +251,7 @@ def _strict_saddles(ctx: Context) -> Evidence:
     reason = "" if passed else "; ".join(
         f"{r['label']} at d={r['d']}: {r['kind']} (expected {r['expected'] or 'a saddle or the minimiser'})"
         for r in rows if (r["expected"] and not r["matches"]) or r["kind"] not in ("global_minimiser", "strict_saddle"))
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table], reason=reason or
+    return Evidence(headline=headline('{constructed_as_predicted}/{constructed} as predicted', numbers), passed=passed, summary=summary, numbers=numbers, tables=[table], reason=reason or
                     ("" if passed else "no non-global critical point was examined"),
                     figures=[Figure(fig_path, "Left: smallest deflated Riemannian Hessian eigenvalue at each "
                                               "constructed and found critical point (red: strict saddle, green: "
@@ -312,7 +312,7 @@ def _random_starts(ctx: Context) -> Evidence:
     summary = (f"{n_global} of {len(rows)} random starts ({', '.join(SOLVERS)}; {s['seeds']} seed(s) for each of "
                f"{cases}) end at a point classified global minimiser.")
     bad = [r for r in rows if r["kind"] != "global_minimiser"]
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('{global}/{runs} global', numbers), passed=passed, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "Relative gap to f* at the end of each random start, per solver "
                                               "(green: every start of the solver classified global).")],
                     reason="" if passed else f"{len(bad)} start(s) not at the global minimum (first: "
@@ -396,7 +396,7 @@ def _network_collapse(ctx: Context, nets: _Nets) -> Evidence:
     summary = (f"Median epochs until nc1 <= {thr:g}: normalized {med['normalized']}, learned {med['learned']} "
                f"({E + 1} = never within {E} epochs); final nc1 (median) normalized "
                f"{statistics.median(final_nc1['normalized']):.3g}, learned {statistics.median(final_nc1['learned']):.3g}.")
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('epochs {median_epochs_to_threshold[normalized]} vs {median_epochs_to_threshold[learned]}', numbers), passed=passed, summary=summary, numbers=numbers, tables=[table],
                     figures=[Figure(fig_path, "nc1 of the training features per epoch, learned vs normalized head, "
                                               "every seed; the dashed line is the threshold.")],
                     reason="" if passed else "the normalized head did not reach the threshold in fewer epochs "
@@ -422,7 +422,7 @@ def _network_accuracy(ctx: Context, nets: _Nets) -> Evidence:
                   [[h, *[f"{a:.4f}" for a in acc[h]], f"{mean[h]:.4f}"] for h in HEADS])
     summary = (f"Mean final test accuracy: normalized {mean['normalized']:.4f}, learned {mean['learned']:.4f} "
                f"(difference {numbers['difference']:+.4f}, margin {margin:g}).")
-    return Evidence(passed=passed, summary=summary, numbers=numbers, tables=[table],
+    return Evidence(headline=headline('accuracy {difference:+.4f}', numbers), passed=passed, summary=summary, numbers=numbers, tables=[table],
                     reason="" if passed else f"the normalized head's mean test accuracy is more than {margin:g} "
                                              "below the learned head's")
 
