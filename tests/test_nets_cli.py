@@ -36,10 +36,17 @@ def assert_clean_failure(result, *fragments):
 
 
 def test_unknown_dataset(data_dir, tmp_path):
-    with pytest.raises(ValueError, match="dataset must be one of 'mnist', 'fashion-mnist', got 'cifar10'"):
-        train(TrainConfig(dataset="cifar10", data_dir=str(data_dir), out=str(tmp_path / "x")))
+    with pytest.raises(ValueError, match="dataset must be one of 'mnist', 'fashion-mnist', 'cifar10', got 'svhn'"):
+        train(TrainConfig(dataset="svhn", data_dir=str(data_dir), out=str(tmp_path / "x")))
+    result = invoke("train", "--dataset", "svhn", "--data-dir", data_dir, "--out", tmp_path / "x", *TINY)
+    assert_clean_failure(result, "dataset must be one of", "cifar10")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cifar10_without_its_files_names_the_folder_and_the_download_option(data_dir, tmp_path):
+    # ../shared/data holds MNIST and Fashion-MNIST only: CIFAR-10 is refused before any run folder exists
     result = invoke("train", "--dataset", "cifar10", "--data-dir", data_dir, "--out", tmp_path / "x", *TINY)
-    assert_clean_failure(result, "dataset must be one of", "fashion-mnist")
+    assert_clean_failure(result, "cifar-10-batches-py", "--download")
     assert not (tmp_path / "x").exists()
 
 
