@@ -285,3 +285,26 @@ def test_orbit_projection_at_d100_needs_no_cubic_memory():
     S = x[0].T @ r[0] + x[1].T @ r[1]
     assert float((S - S.T).abs().max()) < 1e-9 * float(v.norm()) * float(M.flatten(x).norm())
     assert abs(float(r[2].sum())) < 1e-10 * float(v.norm())
+
+
+def test_lanczos_that_does_not_converge_falls_back_to_the_dense_hessian(monkeypatch):
+    """ARPACK failing twice (seen at K = 10 on a tight cluster near zero) must not end a
+    classification: the result is the dense method's, computed independently with method="dense"."""
+    import scipy.sparse.linalg as sla
+
+    from nclab.ufm.diagnostics import hessian_extreme_eigs
+    from nclab.ufm.problems import make_problem
+
+    p = make_problem("ce", K=3, n=2, d=4, lw=5e-3, lh=5e-3)
+    x = p.random_start(1)
+    expected = hessian_extreme_eigs(p, x, k=2, method="dense")
+    calls = []
+
+    def failing(*args, **kw):
+        calls.append(kw.get("ncv"))
+        raise sla.ArpackNoConvergence("no convergence (simulated)", np.zeros(0), np.zeros((0, 0)))
+
+    monkeypatch.setattr(sla, "eigsh", failing)
+    got = hessian_extreme_eigs(p, x, k=2, method="lanczos")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert len(calls) == 2 and calls[0] is None and calls[1] > 20  # retried once, with a wider Krylov space

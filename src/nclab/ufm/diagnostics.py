@@ -332,6 +332,11 @@ def hessian_spectrum(problem, x, deflate: bool = False) -> np.ndarray:
     return np.linalg.eigvalsh(_dense_reduced(_TangentOperator(problem, x, deflate)))
 
 
+#: Largest ambient dimension for which :func:`hessian_extreme_eigs` falls back to the dense Hessian
+#: (one Hessian-vector product per coordinate) when Lanczos does not converge.
+DENSE_FALLBACK_MAX = 8000
+
+
 def hessian_extreme_eigs(
     problem,
     x,
@@ -355,7 +360,9 @@ def hessian_extreme_eigs(
     The shift c puts the complement beyond the wanted end of the spectrum (c = +-(2 |Q H Q| + 1),
     |Q H Q| from a loose Lanczos estimate), and Lanczos starts inside range(Q), so no basis of the
     tangent space is ever formed.  ``method="dense"`` (the default below ``dense_max`` ambient
-    coordinates) forms the Hessian in an orthonormal basis of range(Q) instead.  Deflation never
+    coordinates) forms the Hessian in an orthonormal basis of range(Q) instead; it is also the
+    fallback when ARPACK does not converge twice (the second time with a wider Krylov space), up
+    to :data:`DENSE_FALLBACK_MAX` coordinates.  Deflation never
     forms the d(d-1)/2 orbit directions: each projection costs O((K+N) d^2 + d^3) time and
     O(d^2) memory beyond one vector.
 
@@ -382,7 +389,7 @@ def hessian_extreme_eigs(
             out.append(op.M.unflatten(v / v.norm()))
         return out
 
-    if method == "dense" or (method == "auto" and op.n <= dense_max):
+    def dense():
         Hr, T = _dense_reduced(op, basis=True)
         ev, U = np.linalg.eigh(Hr)
         if k > ev.size:
@@ -392,7 +399,23 @@ def hessian_extreme_eigs(
             return ev[sel]
         return ev[sel], vectors(T @ U[:, sel])
 
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    if method == "dense" or (method == "auto" and op.n <= dense_max):
+        return dense()
+
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    def robust_eigsh(L, **kw):
+        """eigsh, then (ARPACK not converging, e.g. on a tight cluster of eigenvalues near the
+        wanted end) once more with a wider Krylov space and more restarts; None if that fails too."""
+        try:
+            return eigsh(L, **kw)
+        except ArpackNoConvergence:
+            pass
+        ncv = min(op.n - 1, max(4 * kw["k"] + 40, 100))
+        try:
+            return eigsh(L, ncv=ncv, maxiter=50 * op.n, **kw)
+        except ArpackNoConvergence:
+            return None
 
     if k >= op.n - 1:
         raise ValueError(f"k={k} is too large for Lanczos on {op.n} coordinates; use method='dense'")
@@ -410,10 +433,19 @@ def hessian_extreme_eigs(
 
     gen = np.random.default_rng(seed)
     v0 = op.project(torch.from_numpy(gen.standard_normal(op.n))).numpy()
-    rho = float(abs(eigsh(operator(0.0), k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)[0]))
-    L = operator((2.0 * rho + 1.0) * (1.0 if which == "SA" else -1.0))
+    rho = robust_eigsh(operator(0.0), k=1, which="LM", v0=v0, tol=1e-3, return_eigenvectors=False)
+    out = None
+    if rho is not None:
+        L = operator((2.0 * float(abs(rho[0])) + 1.0) * (1.0 if which == "SA" else -1.0))
+        out = robust_eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=return_eigenvectors)
+    if out is None:  # Lanczos failed twice: the dense method, where the Hessian fits
+        if op.n > DENSE_FALLBACK_MAX:
+            raise RuntimeError(f"Lanczos (ARPACK) did not converge on the {op.n}-coordinate Hessian, also with a "
+                               f"wider Krylov space, and it is too large for the dense fallback "
+                               f"(> {DENSE_FALLBACK_MAX}); retry with another seed or a looser tol")
+        return dense()
     if not return_eigenvectors:
-        return np.sort(eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=False))
-    ev, V = eigsh(L, k=k, which=which, v0=v0, tol=tol, return_eigenvectors=True)
+        return np.sort(out)
+    ev, V = out
     order = np.argsort(ev)
     return ev[order], vectors(V[:, order])
