@@ -413,7 +413,7 @@ def hessian_extreme_eigs(
             pass
         ncv = min(op.n - 1, max(4 * kw["k"] + 40, 100))
         try:
-            return eigsh(L, ncv=ncv, maxiter=50 * op.n, **kw)
+            return eigsh(L, ncv=ncv, maxiter=300, **kw)  # bounded: the dense fallback is next
         except ArpackNoConvergence:
             return None
 
