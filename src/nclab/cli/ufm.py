@@ -190,6 +190,8 @@ def summary_table(result: dict) -> Table:
         ("converged", "yes" if result["converged"] else "NO"),
         ("status", result["status"]),
     ]
+    for i, phase in enumerate(result.get("options", {}).get("phases") or ()):  # --dtype mixed
+        rows.insert(7 + i, (f"  {phase['dtype']} phase", f"{phase['iterations']} its, {phase['seconds']:.3f} s"))
     for name in _SUMMARY_METRICS + _SPHERE_METRICS:  # each problem reports one of the two sets
         if name in result["metrics"]:
             rows.append((name, _fmt(result["metrics"][name], ".3e")))
@@ -216,7 +218,9 @@ def solve_command(
     save_point: Optional[Path] = typer.Option(
         None, "--save-point", help="write the solution as .npz (W, H[, b]; X for sphere) for `nclab landscape classify --point`"),
     device: str = typer.Option("cpu", "--device", help="where to compute: cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("float64", "--dtype", help="float64 | float32 (float32: default --gtol 1e-4)"),
+    dtype: str = typer.Option(
+        "float64", "--dtype",
+        help="float64 | float32 (default --gtol 1e-4) | mixed (float32 first, then float64 to --gtol)"),
 ) -> None:
     """Solve a UFM from a random start; print objective, closed-form optimum, gap, NC metrics and
     the minimiser's structure; optionally write JSON and a figure."""
@@ -240,9 +244,9 @@ def solve_command(
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {plot.name!r}")
         if save_point is not None and save_point.suffix != ".npz":
             raise ValueError(f"--save-point must end in .npz, got {save_point.name!r}")
-        if dtype not in ("float64", "float32"):
-            raise ValueError(f"--dtype must be float64 or float32, got {dtype!r}")
-        problem = build_problem(problem_args, device=device, dtype=dtype)
+        if dtype not in ("float64", "float32", "mixed"):
+            raise ValueError(f"--dtype must be float64, float32 or mixed, got {dtype!r}")
+        problem = build_problem(problem_args, device=device, dtype="float64" if dtype == "mixed" else dtype)
     except ValueError as err:
         fail(str(err))
     loss_name = problem.loss
@@ -266,7 +270,8 @@ def solve_command(
 
         try:
             x, result = run_solver(problem, solver.value, seed, max_iter=max_iter, gtol=gtol,
-                                   metrics_every=metrics_every, callback=callback, **solver_opts)
+                                   metrics_every=metrics_every, callback=callback,
+                                   mixed_precision=dtype == "mixed", **solver_opts)
         except ValueError as err:
             fail(str(err))
     console.print(summary_table(result))

@@ -27,6 +27,7 @@ from nclab._validation import check_seed
 from nclab.io import write_json_atomic
 from nclab.ufm.problems import make_problem
 from nclab.ufm.optim import SOLVERS, get_solver
+from nclab.ufm.optim.mixed import mixed_precision as run_mixed
 
 
 __all__ = [
@@ -138,6 +139,7 @@ def run_solver(
     gtol: float | None = None,
     metrics_every: int = 10,
     callback: Callable | None = None,
+    mixed_precision: bool = False,
     **solver_options,
 ) -> tuple[tuple, dict]:
     """Run ``solver`` on an existing ``problem`` from ``problem.random_start(seed)`` (or ``x0``).
@@ -149,13 +151,17 @@ def run_solver(
     ``solver_options`` go to the solver unchanged (e.g. ``ftol``, ``gtol_abs``, ``memory=5`` for
     L-BFGS, ``step="fixed", lr=10`` for RGD).  The solver computes on the problem's device and in
     its dtype (``x0`` is converted); the verdict's gap tolerance is :func:`gap_tolerance` of that
-    dtype."""
+    dtype.  ``mixed_precision`` (float64 problems): the solver runs on the problem's float32 twin
+    first, then on the problem from that point (:func:`nclab.ufm.optim.mixed.mixed_precision`);
+    the result is the float64 phase's, judged as any float64 run."""
     fn = get_solver(solver) if isinstance(solver, str) else solver
     name = solver if isinstance(solver, str) else getattr(solver, "__name__", "custom")
     seed = check_seed(seed)
     if "tol" in solver_options:
         raise ValueError("tol is now called gtol (the relative gradient tolerance, as in the solvers and the CLI's --gtol)")
     opts = dict(solver_options)  # validated once, by the solver (nclab.ufm.optim.stopping)
+    if mixed_precision and _is_float32(problem):
+        raise ValueError("mixed_precision runs float32 then float64: build the problem in float64")
     if gtol is None and _is_float32(problem):
         gtol = FLOAT32_GTOL
     for key, value in (("gtol", gtol), ("max_iter", max_iter)):
@@ -166,7 +172,10 @@ def run_solver(
         opts["callback"] = callback
     if x0 is None:
         x0 = problem.random_start(seed)
-    x, log = fn(problem, x0, **opts)
+    if mixed_precision:
+        x, log = run_mixed(fn, problem, x0, **opts)
+    else:
+        x, log = fn(problem, x0, **opts)
     f = float(problem.cost(x))
     opt = problem.optimum
     gap = None if opt is None else f - opt
@@ -233,16 +242,18 @@ def solve(
 
     ``gtol`` is the relative gradient tolerance of the solvers (None: their default 1e-8);
     ``max_iter`` None keeps the solver's default.  ``device`` ("cpu", "cuda", "cuda:N"; None: the
-    CPU) and ``dtype`` (torch.float64 / torch.float32 or their names; None: float64) say where the
+    CPU) and ``dtype`` (torch.float64 / torch.float32 or their names, or "mixed"; None: float64) say where the
     problem and the solver compute (:func:`nclab.ufm.problems.make_problem`; asking for CUDA where
-    torch has none is a ValueError).  Bad options raise ValueError with a message naming the
-    option."""
+    torch has none is a ValueError); ``dtype="mixed"`` solves in float32 first and finishes in
+    float64 (``run_solver(..., mixed_precision=True)``).  Bad options raise ValueError with a
+    message naming the option."""
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    problem = make_problem(loss, device=device, dtype=dtype, **problem_options)
+    mixed = isinstance(dtype, str) and dtype == "mixed"
+    problem = make_problem(loss, device=device, dtype=torch.float64 if mixed else dtype, **problem_options)
     _, result = run_solver(
         problem, solver, seed, max_iter=max_iter, gtol=gtol, metrics_every=metrics_every,
-        callback=callback, **(solver_options or {}),
+        callback=callback, mixed_precision=mixed, **(solver_options or {}),
     )
     return result
 

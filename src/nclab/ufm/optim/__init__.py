@@ -102,6 +102,7 @@ module                   owns
 ``descent``              :func:`gradient_descent`, :func:`riemannian_gradient_descent`
 ``cg``                   :func:`conjugate_gradient`
 ``trust_regions``        :func:`trust_regions` and its truncated CG
+``mixed``                :func:`mixed_precision`: any solver in float32, then in float64
 =======================  =====================================================================
 
 Example
@@ -140,6 +141,7 @@ from nclab.ufm.optim.log import (
     STOP_TARGET,
     SolverLog,
 )
+from nclab.ufm.optim.mixed import mixed_precision
 from nclab.ufm.optim.trust_regions import trust_regions
 
 __all__ = [
@@ -156,6 +158,7 @@ __all__ = [
     "riemannian_gradient_descent",
     "conjugate_gradient",
     "trust_regions",
+    "mixed_precision",
     "SOLVERS",
     "get_solver",
 ]
