@@ -12,7 +12,9 @@ Four cases, one run, one table each (rich), saved as text and JSON next to this 
      Times are medians over the starts; the speed-up column is the median over starts of the
      per-start ratio (baseline time / solver time from the same start), with its range.
   C. CE UFM at K=1000, n=5, d=1000, lw=lh=1e-4 (6,001,000 variables; beta = 2.2e-4 < 1/K): the
-     best solver's time and evaluation counts.
+     solver's time and evaluation counts in each precision of ``--dtype`` (default float64 and
+     mixed: float32 L-BFGS, then float64 L-BFGS from its point to the same float64 1e-8 gap), with
+     the time of each phase and the speed-up over the first precision, from the same start.
   D. Large temperatures: the normalized UFM of B at tau = 20 and 40 (f* = 2e-9 and 4e-19) and the
      sphere problem (n = 10 points, d = 9, tau = 30): time and iterations of every solver to the
      same 1e-8 relative gap, a row per tau.
@@ -25,8 +27,8 @@ Four cases, one run, one table each (rich), saved as text and JSON next to this 
      then the median over the starts.  numpy's BLAS runs one thread (OPENBLAS_NUM_THREADS=1, set
      by ``benchmarks/ufm.py``), as torch does in this case.
 
-``--cases`` picks the cases (default all: about 15 minutes on 2 cores); ``--device cuda`` and
-``--dtype`` move case C to a GPU and ``--large-size K n d`` sets its size (e.g. 1000 50 1000).
+``--cases`` picks the cases (default all: about 18 minutes on 2 cores); ``--device cuda`` and
+``--dtype`` move case C to a GPU or pick its precisions and ``--large-size K n d`` sets its size (e.g. 1000 50 1000).
 
 Honesty rules: the same start (``problem.random_start(0)``) for every solver, float64 throughout,
 the closed-form optimum f* only used to stop (``f_target = f* (1 + 1e-8)``: the solver stops at the
@@ -59,7 +61,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nclab.ufm.problems import make_problem
-from nclab.ufm.optim import SOLVERS, STOP_TARGET
+from nclab.ufm.optim import SOLVERS, STOP_TARGET, mixed_precision
 
 HERE = Path("benchmarks")  # results land in ./benchmarks (the checkout keeps them there)
 TARGET = 1e-8
@@ -73,14 +75,21 @@ def _load() -> str:
         return "n/a"
 
 
-def run_to_target(problem, name: str, x0, cap: float, target: float = TARGET, **opts) -> dict:
+def run_to_target(problem, name: str, x0, cap: float, target: float = TARGET, mixed: bool = False,
+                  **opts) -> dict:
     """One timed run until (f - f*)/f* <= target (or the cap); ``relative_grad`` is the final
-    point's |grad f| max(|x|, 1)/|f| (the solvers' relative gradient test holds when <= gtol)."""
+    point's |grad f| max(|x|, 1)/|f| (the solvers' relative gradient test holds when <= gtol).
+    ``mixed``: float32 first, then the float64 problem to the same target
+    (:func:`nclab.ufm.optim.mixed_precision`; the target is confirmed in float64)."""
     fstar = problem.optimum
     problem.reset_counts()
     cpu0 = time.process_time()
-    x, log = SOLVERS[name](problem, x0, f_target=fstar * (1 + target), gtol=0.0, ftol=0.0,
-                           max_time=cap, metrics_every=-1, log_every=1000, max_iter=10**9, **opts)
+    common = dict(f_target=fstar * (1 + target), gtol=0.0, ftol=0.0, max_time=cap, metrics_every=-1,
+                  log_every=1000, max_iter=10**9, **opts)
+    if mixed:
+        x, log = mixed_precision(SOLVERS[name], problem, x0, **common)
+    else:
+        x, log = SOLVERS[name](problem, x0, **common)
     cpu = time.process_time() - cpu0
     f = log.final["objective"]
     xnorm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in x))
@@ -94,9 +103,11 @@ def run_to_target(problem, name: str, x0, cap: float, target: float = TARGET, **
         "iterations": log.n_iter,
         "relative_gap": (f - fstar) / fstar,
         "relative_grad": log.final["grad_norm"] * max(xnorm, 1.0) / abs(f),
-        "cost_evals": problem.counts["cost"],
-        "grad_evals": problem.counts["grad"],
-        "hess_evals": problem.counts["hess"],
+        "cost_evals": log.n_cost if mixed else problem.counts["cost"],
+        "grad_evals": log.n_grad if mixed else problem.counts["grad"],
+        "hess_evals": log.n_hess if mixed else problem.counts["hess"],
+        "precision": "mixed" if mixed else str(problem.dtype).replace("torch.", ""),
+        "phases": log.options.get("phases"),
     }
 
 
@@ -288,7 +299,8 @@ def main() -> None:
     ap.add_argument("--large-size", type=int, nargs=3, default=[1000, 5, 1000], metavar=("K", "n", "d"),
                     help="K n d of case C")
     ap.add_argument("--device", default="cpu", help="case C's device: cpu | cuda | cuda:N")
-    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="case C's dtype")
+    ap.add_argument("--dtype", nargs="+", default=["float64", "mixed"], choices=["float64", "float32", "mixed"],
+                    help="case C's precisions, one run each (mixed: float32, then float64 to the target)")
     ap.add_argument("--public-starts", type=int, default=3, help="starts of case P (seeds 0..k-1)")
     ap.add_argument("--public-rounds", type=int, default=3, help="interleaved rounds of case P")
     ap.add_argument("--public-cap", type=float, default=20.0, help="seconds before a run of case P is cut off")
@@ -393,28 +405,38 @@ def main() -> None:
     if "C" in args.cases and not args.skip_large:
         torch.set_num_threads(threads)
         K, n, d = args.large_size
-        pc = make_problem("ce", K=K, n=n, d=d, lw=1e-4, lh=1e-4, device=args.device, dtype=args.dtype,
-                          memory_limit=math.inf if args.device != "cpu" else None)
-        assert pc.beta < 1 / pc.K
-        x0 = pc.random_start(0)
+        runs = []
+        for prec in args.dtype:
+            pc = make_problem("ce", K=K, n=n, d=d, lw=1e-4, lh=1e-4, device=args.device,
+                              dtype="float64" if prec == "mixed" else prec,
+                              memory_limit=math.inf if args.device != "cpu" else None)
+            assert pc.beta < 1 / pc.K
+            x0 = pc.random_start(0)
+            target = TARGET if pc.dtype == torch.float64 else 1e-5  # float32 cannot resolve a 1e-8 gap
+            load0 = _load()
+            console.print(f"C: {args.large_solver} in {prec} from random_start(0) (load {load0}) ...")
+            r = run_to_target(pc, args.large_solver, x0, args.large_cap, target=target, mixed=prec == "mixed")
+            r.update(target=target, load=[load0, _load()])
+            runs.append(r)
         nvar = sum(t.numel() for t in x0)
-        target = TARGET if pc.dtype == torch.float64 else 1e-5  # float32 cannot resolve a 1e-8 gap
-        load0 = _load()
-        r = run_to_target(pc, args.large_solver, x0, args.large_cap, target=target)
         where = f"{threads} threads" if pc.device.type == "cpu" else str(pc.device)
         t = Table(title=f"C. CE UFM K={K} n={n} d={d} lw=lh=1e-4 ({nvar:,} variables, beta={pc.beta:.2e} < 1/K), "
-                        f"f*={pc.optimum:.12f}; {where}, {args.dtype}; load {load0} -> {_load()}")
-        for col in ("solver", f"s to {target:g}", "cpu s", "iterations", "cost/grad/hess evals",
-                    "s / eval", "rel. gap", "rel. grad"):
+                        f"f*={pc.optimum:.12f}; {args.large_solver} from random_start(0) to the gap "
+                        f"{runs[0]['target']:g}, {where}; load {runs[0]['load'][0]} -> {runs[-1]['load'][1]}")
+        for col in ("dtype", "seconds", "iters", "evals c/g/h", "s/eval", "rel. gap", "speed-up"):
             t.add_column(col, justify="right")
-        t.add_row(_label(r), _time(r), f"{r['cpu_seconds']:.1f}", f"{r['iterations']:,}",
-                  f"{r['cost_evals']:,}/{r['grad_evals']:,}/{r['hess_evals']:,}",
-                  f"{r['seconds'] / max(r['cost_evals'] + 2 * r['hess_evals'], 1):.3f}", f"{r['relative_gap']:.2e}",
-                  f"{r['relative_grad']:.1e}")
+        for r in runs:
+            t.add_row(r["precision"], _time(r), f"{r['iterations']:,}",
+                      f"{r['cost_evals']:,}/{r['grad_evals']:,}/{r['hess_evals']:,}",
+                      f"{r['seconds'] / max(r['cost_evals'] + 2 * r['hess_evals'], 1):.3f}",
+                      f"{r['relative_gap']:.2e}", f"{runs[0]['seconds'] / r['seconds']:.2f}x")
         console.print(t)
+        for r in runs:
+            for ph in r["phases"] or ():
+                console.print(f"  {r['precision']}: {ph['dtype']} phase {ph['iterations']} iterations, "
+                              f"{ph['seconds']:.1f} s, {ph['cost_evals']} evaluations, stopped on '{ph['stop_reason']}'")
         results["large"] = {"problem": pc.describe(), "variables": nvar, "beta": pc.beta, "optimum": pc.optimum,
-                            "threads": threads, "device": str(pc.device), "dtype": args.dtype, "target": target,
-                            "result": r, "load": [load0, _load()]}
+                            "threads": threads, "device": str(pc.device), "runs": runs}
 
     # ---------------- goals ----------------
     g = Table(title="Goals")
@@ -455,11 +477,12 @@ def main() -> None:
         g.add_row(f"D. every fast solver reaches 1e-8 at {case['problem']['loss']} tau={case['problem']['tau']:g}",
                   "all reached" if ok else "not all", "yes" if ok else "no")
     if "large" in results:
-        r, pr = results["large"]["result"], results["large"]["problem"]
-        g.add_row(f"C. K={pr['K']} n={pr['n']} d={pr['d']} to {results['large']['target']:g} in under 60 s "
-                  f"({results['large']['device']}, {results['large']['dtype']})",
-                  f"{r['solver']}: {r['seconds']:.0f} s" + ("" if r["reached"] else " (not reached)"),
-                  "yes" if r["reached"] and r["seconds"] < 60 else "no")
+        pr = results["large"]["problem"]
+        for r in results["large"]["runs"]:
+            g.add_row(f"C. K={pr['K']} n={pr['n']} d={pr['d']} to {r['target']:g} in under 60 s "
+                      f"({results['large']['device']}, {r['precision']})",
+                      f"{r['solver']}: {r['seconds']:.0f} s" + ("" if r["reached"] else " (not reached)"),
+                      "yes" if r["reached"] and r["seconds"] < 60 else "no")
     console.print(g)
 
     args.out.write_text(console.export_text())
