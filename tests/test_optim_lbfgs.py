@@ -53,7 +53,8 @@ def test_compact_lbfgs_direction_equals_the_two_loop_recursion(scaling):
         new_grad = A @ (x + s) - c
         y = new_grad - grad
         slot = mem.next_slot()
-        mem.Z[slot], mem.Z[m + slot] = s, y
+        mem.s_row(slot).copy_(s)
+        mem.y_row(slot).copy_(y)
         mem.commit(slot, *mem.pair_products(slot))
         pairs.append((s, y))
         x, grad = x + s, new_grad
