@@ -75,6 +75,7 @@ class _LBFGSMemory:
         shared = self.Z.device.type == "cpu" and dtype == torch.float64
         self._prod_np = self._prod.numpy() if shared else None
         self._ct = torch.from_numpy(self._c) if shared else None
+        self._indices: dict = {}
 
     # --- the buffer's rows ------------------------------------------------------------------------
     def s_row(self, slot: int):
@@ -168,6 +169,16 @@ class _LBFGSMemory:
         gamma = sy.sum() / yy.sum()
         return np.where((sy > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), gamma)
 
+    def _index(self, idx):
+        """(slots, their s rows, their y rows) as index arrays, cached per order of the slots (the
+        ring buffer cycles through at most m orders once it is full)."""
+        key = tuple(idx)
+        hit = self._indices.get(key)
+        if hit is None:
+            ix = np.asarray(key)
+            hit = self._indices[key] = (ix, 2 * ix, 2 * ix + 1)
+        return hit
+
     def direction(self, g, out):
         """``out = -H g``; returns False when the memory is empty (out untouched)."""
         idx = self.order
@@ -189,28 +200,30 @@ class _LBFGSMemory:
                     if not idx:
                         return False
             if slot is not None:
-                o = np.asarray([i for i in idx if i != slot], dtype=int)
-                self.SY[:, o, slot] = zy[:, 2 * o]
-                self.YY[:, o, slot] = zy[:, 2 * o + 1]
-                self.YY[:, slot, o] = zy[:, 2 * o + 1]
+                o = [i for i in idx if i != slot]
+                if o:
+                    o2 = self._index(o)[1]
+                    self.SY[:, o, slot] = zy[:, o2]
+                    self.YY[:, o, slot] = self.YY[:, slot, o] = zy[:, o2 + 1]
                 self.SY[:, slot, slot] = sy
                 self.YY[:, slot, slot] = yy
-        self.zg_prev[:] = zg
-        ix = np.asarray(idx)
+        if not lazy:
+            self.zg_prev[:] = zg
+        ix, sx, yx = self._index(idx)
         gam = self.gammas(idx[-1])
-        p = zg[:, 2 * ix].sum(0)
-        q = gam @ zg[:, 2 * ix + 1]
+        p = zg[:, sx].sum(0)
+        q = gam @ zg[:, yx]
         SYo = self.SY.sum(0)[ix][:, ix]
         YHY = gam[0] * self.YY[0][ix][:, ix]
         for f in range(1, len(gam)):
             YHY += gam[f] * self.YY[f][ix][:, ix]
-        R = np.triu(SYo)
-        r = _solve_upper(R, p)
-        top = _solve_upper(R, np.diag(SYo) * r + YHY @ r - q, trans=1)
+        # R = triu(SYo): LAPACK's triangular solve reads the upper triangle only
+        r = _solve_upper(SYo, p)
+        top = _solve_upper(SYo, SYo.diagonal() * r + YHY @ r - q, trans=1)
         c = self._c
         c.fill(0.0)
-        c[:, 2 * ix] = top
-        c[:, 2 * ix + 1] = -gam[:, None] * r
+        c[:, sx] = top
+        c[:, yx] = -gam[:, None] * r
         ct = self._ct if self._ct is not None else torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
         Z = self.Z[:rows]
         for f, (a, b) in enumerate(self.blocks):
