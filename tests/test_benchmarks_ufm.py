@@ -29,12 +29,16 @@ def test_bound_rows_are_counts_times_unit_costs():
     gemm_only, with_passes = B._bound_rows(case)
     assert gemm_only["per_start"][0]["seconds"] == pytest.approx(50 * 1e-4)
     assert gemm_only["per_start"][1]["seconds"] == pytest.approx(60 * 1e-4)
-    assert with_passes["per_start"][0]["seconds"] == pytest.approx(50 * 1e-4 + 3 * 16 * 2e-4)
-    assert with_passes["per_start"][1]["seconds"] == pytest.approx(60 * 1e-4 + 3 * 19 * 2e-4)
+    # iterations 2..m+1 read 1..m of the m pairs, every later one all of them: 3 passes each
+    passes = {16: 3 * ((1 + 2 + 3 + 4) / 5 + 16 - 5), 19: 3 * ((1 + 2 + 3 + 4) / 5 + 19 - 5)}
+    assert B._memory_passes(16, 5) == pytest.approx(passes[16]) and B._memory_passes(1, 5) == 0
+    assert with_passes["per_start"][0]["seconds"] == pytest.approx(50 * 1e-4 + passes[16] * 2e-4)
+    assert with_passes["per_start"][1]["seconds"] == pytest.approx(60 * 1e-4 + passes[19] * 2e-4)
     table, ratio, _ = B.public_table(case)
     assert ratio == pytest.approx((0.06 / 0.02 + 0.09 / 0.03) / 2)
     # vs pymanopt's best: the median over starts of pymanopt's time over the bound's
     assert case["bounds"][0]["vs_pymanopt"] == pytest.approx((0.06 / 0.005 + 0.09 / 0.006) / 2)
+    assert case["bounds"][1]["vs_pymanopt"] < case["bounds"][0]["vs_pymanopt"]
     assert table.row_count == 4 and "us per GEMM" in str(table.caption)
 
 
