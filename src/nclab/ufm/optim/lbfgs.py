@@ -53,7 +53,10 @@ class _LBFGSMemory:
     filled from 0, so while the memory is not full the products touch only the rows in use
     (``Z[:2(max slot + 1)]``).  On flat problems the new pair's inner products with the stored ones
     come for free: y_new = g_new - g_old, so ``Z y_new = Z g_new - Z g_old`` for the unchanged rows,
-    and both products are needed anyway."""
+    and both products are needed anyway.  (Measured on the normalized UFM, K = 10, one thread: a
+    column block of the row-major buffer is read as fast as a contiguous copy of it, and one GEMM
+    with the two right-hand sides g and y is slower than two matrix-vector products; the products
+    are memory-bound, about one full read of the buffer each.)"""
 
     def __init__(self, m: int, offsets, dtype, device, scaling: str = "block"):
         self.m = m
@@ -76,6 +79,7 @@ class _LBFGSMemory:
         self._prod_np = self._prod.numpy() if shared else None
         self._ct = torch.from_numpy(self._c) if shared else None
         self._indices: dict = {}
+        self._row_views: dict = {}
 
     # --- the buffer's rows ------------------------------------------------------------------------
     def s_row(self, slot: int):
@@ -150,15 +154,27 @@ class _LBFGSMemory:
             i for i in self.order if YY[i, i] > 0 and SY[i, i] > 1e-12 * math.sqrt(max(ss[i] * YY[i, i], 0.0))
         ]
 
+    def _views(self, rows: int):
+        """Per block f: (Z_f, the products' outputs for g and y, the coefficients c_f, start, end),
+        views of the first ``rows`` rows (cached per row count: at most m of them)."""
+        views = self._row_views.get(rows)
+        if views is None:
+            Z, P, ct = self.Z[:rows], self._prod, self._ct
+            views = self._row_views[rows] = [
+                (Z[:, a:b], P[0, f, :rows], P[1, f, :rows], None if ct is None else ct[f, :rows], a, b)
+                for f, (a, b) in enumerate(self.blocks)
+            ]
+        return views
+
     def _products(self, g, rows: int, y=None):
         """Per-block products ``Z_f g_f`` (and ``Z_f y_f`` when y is given) of the first ``rows``
         rows: numpy arrays of shape (blocks, 2m), zero beyond ``rows``."""
-        Z, P = self.Z[:rows], self._prod
-        P.zero_()
-        for f, (a, b) in enumerate(self.blocks):
-            torch.mv(Z[:, a:b], g[a:b], out=P[0, f, :rows])
+        self._prod.zero_()
+        for Zf, og, oy, _, a, b in self._views(rows):
+            torch.mv(Zf, g[a:b], out=og)
             if y is not None:
-                torch.mv(Z[:, a:b], y[a:b], out=P[1, f, :rows])
+                torch.mv(Zf, y[a:b], out=oy)
+        P = self._prod
         Pn = self._prod_np if self._prod_np is not None else P.cpu().numpy().astype(np.float64)
         return Pn[0], Pn[1]
 
@@ -224,10 +240,10 @@ class _LBFGSMemory:
         c.fill(0.0)
         c[:, sx] = top
         c[:, yx] = -gam[:, None] * r
-        ct = self._ct if self._ct is not None else torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
-        Z = self.Z[:rows]
-        for f, (a, b) in enumerate(self.blocks):
-            torch.addmv(g[a:b], Z[:, a:b].T, ct[f, :rows], beta=-float(gam[f]), alpha=-1.0, out=out[a:b])
+        ct = None if self._ct is not None else torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
+        for f, (Zf, _, _, cf, a, b) in enumerate(self._views(rows)):
+            cf = ct[f, :rows] if cf is None else cf
+            torch.addmv(g[a:b], Zf.T, cf, beta=-float(gam[f]), alpha=-1.0, out=out[a:b])
         return True
 
 
@@ -266,8 +282,9 @@ def lbfgs(problem, x0, **options):
     Options (besides the common ones, see the module docstring):
         memory=5, scaling="auto" | "block" | "scalar", transport="lazy" | "full",
         line_search="wolfe" | "armijo", c1=1e-4, c2=0.9, max_iter=5000.
-    (memory 3 to 10 need the same number of iterations on the nclab problems; each extra pair costs
-    two more passes over a vector of the problem's size per iteration.)
+    (memory 3 to 10 need the same number of iterations on the nclab problems; each extra pair adds
+    its two rows to every product with the memory: two per iteration on flat problems, three on
+    manifolds, each a read of vectors of the problem's size.)
 
     Returns (x, SolverLog)."""
     o = _options(
