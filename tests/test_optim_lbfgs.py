@@ -98,7 +98,7 @@ def test_memory_layout_gives_the_dense_compact_formula(dtype):
     formula as a dense float64 matrix: while the memory fills (the rows not yet in use hold NaN,
     which would poison the direction if they were read), once it is full, after a pair with
     negative curvature is refused (its slot is then refilled out of slot order) and after the ring
-    wraps around."""
+    wraps around; and after ``refresh`` (the full-transport path), half full and full."""
     g = torch.Generator().manual_seed(1)
     D, m, offsets = 11, 4, [0, 3, 11]
     blocks = [(0, 3), (3, 11)]
@@ -129,3 +129,7 @@ def test_memory_layout_gives_the_dense_compact_formula(dtype):
         want = _compact_reference(grad.to(dtype), pairs, blocks)
         tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
         torch.testing.assert_close(out.double(), want, **tol)
+        if step in (2, 7):  # the full-transport path recomputes every product: same direction
+            mem.refresh()
+            assert mem.direction(grad.to(dtype), out)
+            torch.testing.assert_close(out.double(), want, **tol)

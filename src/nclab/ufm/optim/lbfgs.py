@@ -65,7 +65,7 @@ class _LBFGSMemory:
         # the blocks of H0: the factors, or the whole vector under scalar scaling
         self.blocks = self.slices if self.block else [(0, int(offsets[-1]))]
         nf = len(self.blocks)
-        self.Z = torch.zeros(2 * m, int(offsets[-1]), dtype=dtype, device=device)
+        self.Z = torch.empty(2 * m, int(offsets[-1]), dtype=dtype, device=device)  # see rows_in_use
         self.SY = np.zeros((nf, m, m))  # per block: SY[f, i, j] = s_i,f . y_j,f (slot-indexed)
         self.YY = np.zeros((nf, m, m))
         self.order: list[int] = []
@@ -91,6 +91,12 @@ class _LBFGSMemory:
     def pair_rows(self, slot: int):
         """Rows s and y of ``slot`` as one (2, D) view."""
         return self.Z[2 * slot : 2 * slot + 2]
+
+    def rows_in_use(self) -> int:
+        """How many leading rows of Z hold pairs: ``2 (max slot in use + 1)`` (slots are filled
+        from 0, so every row before holds a pair written once, kept or not; the rows after it have
+        never been written and are never read)."""
+        return 2 * (max(self.order) + 1) if self.order else 0
 
     def clear(self) -> None:
         self.order.clear()
@@ -143,12 +149,14 @@ class _LBFGSMemory:
             self.order.append(slot)
         m = self.m
         ss = np.zeros(m)
+        rows = self.rows_in_use()
+        k = rows // 2
         for f, (a, b) in enumerate(self.blocks):
-            Zf = self.Z[:, a:b]
+            Zf = self.Z[:rows, a:b]
             G = (Zf @ Zf.T).cpu().numpy()
-            self.SY[f] = G[0::2, 1::2]
-            self.YY[f] = G[1::2, 1::2]
-            ss += np.diag(G[0::2, 0::2])
+            self.SY[f, :k, :k] = G[0::2, 1::2]
+            self.YY[f, :k, :k] = G[1::2, 1::2]
+            ss[:k] += np.diag(G[0::2, 0::2])
         SY, YY = self.SY.sum(0), self.YY.sum(0)
         self.order[:] = [
             i for i in self.order if YY[i, i] > 0 and SY[i, i] > 1e-12 * math.sqrt(max(ss[i] * YY[i, i], 0.0))
@@ -202,7 +210,7 @@ class _LBFGSMemory:
             return False
         pending, self.pending = self.pending, None
         lazy = pending is not None and pending[3] is not None
-        rows = 2 * (max(idx) + 1)  # the rows in use (the slots are filled from 0)
+        rows = self.rows_in_use()
         zg, zy = self._products(g, rows, self.y_row(pending[0]) if lazy else None)  # (blocks, 2m)
         if pending is not None:
             slot, sy, yy, threshold = pending
@@ -344,7 +352,7 @@ def lbfgs(problem, x0, **options):
             else:
                 mem.drop(slot)
         elif full_transport:
-            sp.transport_rows_(p, q, mem.Z)  # the slot being replaced is overwritten below
+            sp.transport_rows_(p, q, mem.Z[: mem.rows_in_use()])  # the slot being replaced is overwritten below
             s_row.copy_(sp.transport(p, q, d * t))
             y_row.copy_(q.g - sp.transport(p, q, p.g))
             mem.refresh(slot)
