@@ -53,7 +53,8 @@ def test_compact_lbfgs_direction_equals_the_two_loop_recursion(scaling):
         new_grad = A @ (x + s) - c
         y = new_grad - grad
         slot = mem.next_slot()
-        mem.Z[slot], mem.Z[m + slot] = s, y
+        mem.s_row(slot).copy_(s)
+        mem.y_row(slot).copy_(y)
         mem.commit(slot, *mem.pair_products(slot))
         pairs.append((s, y))
         x, grad = x + s, new_grad
@@ -63,3 +64,72 @@ def test_compact_lbfgs_direction_equals_the_two_loop_recursion(scaling):
     mem.refresh()
     assert mem.direction(grad, out)
     assert torch.allclose(out, _two_loop(grad, pairs[-m:], blocks), rtol=1e-10, atol=1e-12)
+
+
+def _compact_reference(g, pairs, blocks):
+    """-H g with H the compact form of Byrd, Nocedal & Schnabel (1994), Theorem 2.2, formed as a
+    dense float64 matrix: H = H0 + [S  H0 Y] [[R^-T (D + Y^T H0 Y) R^-1, -R^-T], [-R^-1, 0]] [S^T; Y^T H0],
+    H0 = diag(gamma_f I) over the blocks (gamma_f from the newest pair, the whole-vector value where a
+    block's own s^T y or y^T y is not positive)."""
+    S = torch.stack([s.double() for s, _ in pairs], 1)
+    Y = torch.stack([y.double() for _, y in pairs], 1)
+    s, y = S[:, -1], Y[:, -1]
+    h0 = torch.empty(S.shape[0], dtype=torch.float64)
+    for a, b in blocks:
+        sy, yy = float(s[a:b] @ y[a:b]), float(y[a:b] @ y[a:b])
+        h0[a:b] = sy / yy if sy > 0 and yy > 0 else float(s @ y) / float(y @ y)
+    H0 = torch.diag(h0)
+    SY = S.T @ Y
+    Rinv = torch.linalg.inv(torch.triu(SY))
+    k = len(pairs)
+    M = torch.zeros(2 * k, 2 * k, dtype=torch.float64)
+    M[:k, :k] = Rinv.T @ (torch.diag(torch.diag(SY)) + Y.T @ H0 @ Y) @ Rinv
+    M[:k, k:] = -Rinv.T
+    M[k:, :k] = -Rinv
+    left = torch.cat([S, H0 @ Y], 1)
+    H = H0 + left @ M @ left.T
+    return -(H @ g.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_memory_layout_gives_the_dense_compact_formula(dtype):
+    """The manifold path of the memory (pairs written as adjacent rows, inner products computed
+    next to Z g, products over the rows in use only, per-block scaling) against the compact
+    formula as a dense float64 matrix: while the memory fills (the rows not yet in use hold NaN,
+    which would poison the direction if they were read), once it is full, after a pair with
+    negative curvature is refused (its slot is then refilled out of slot order) and after the ring
+    wraps around; and after ``refresh`` (the full-transport path), half full and full."""
+    g = torch.Generator().manual_seed(1)
+    D, m, offsets = 11, 4, [0, 3, 11]
+    blocks = [(0, 3), (3, 11)]
+    A = torch.diag(torch.logspace(-1, 1, D, dtype=torch.float64))
+    mem = _LBFGSMemory(m, offsets, dtype, "cpu", "block")
+    mem.Z.fill_(float("nan"))
+    out = torch.empty(D, dtype=dtype)
+    kept = {}  # slot -> (s, y) as stored
+    for step in range(10):
+        s = torch.randn(D, generator=g, dtype=torch.float64)
+        y = A @ s + 0.05 * torch.randn(D, generator=g, dtype=torch.float64)
+        if step == 4:
+            y = -y  # negative curvature: refused by the next direction
+        slot = mem.next_slot()
+        mem.s_row(slot).copy_(s)
+        mem.y_row(slot).copy_(y)
+        mem.commit_direct(slot, 0.0)
+        kept.pop(slot, None)  # the slot's previous pair is overwritten
+        grad = torch.randn(D, generator=g, dtype=torch.float64)
+        assert mem.direction(grad.to(dtype), out)
+        if step == 4:
+            assert slot == 0 and mem.order == [1, 2, 3]  # the oldest pair's slot, now empty
+        else:
+            kept[slot] = (mem.s_row(slot).clone(), mem.y_row(slot).clone())
+        if step == 5:
+            assert mem.order == [1, 2, 3, 0]
+        pairs = [kept[i] for i in mem.order]
+        want = _compact_reference(grad.to(dtype), pairs, blocks)
+        tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
+        torch.testing.assert_close(out.double(), want, **tol)
+        if step in (2, 7):  # the full-transport path recomputes every product: same direction
+            mem.refresh()
+            assert mem.direction(grad.to(dtype), out)
+            torch.testing.assert_close(out.double(), want, **tol)

@@ -65,3 +65,36 @@ def test_zero_point_min_eig_function_validates():
         zero_point_min_eig(1, 2, 1e-3, 1e-3)
     with pytest.raises(ValueError, match="lw must be >= 0"):
         zero_point_min_eig(3, 2, -1e-3, 1e-3)
+
+
+@pytest.mark.parametrize("loss,opts", [("normalized", dict(K=3, n=4, d=5, tau=2.5)),
+                                       ("ce", dict(K=3, n=4, d=5, lw=1e-2, lh=2e-2)),
+                                       ("ce", dict(K=3, n=4, d=5, lw=1e-2, lh=2e-2, bias=False)),
+                                       ("mse", dict(K=3, n=4, d=5, lw=1e-2, lh=2e-2))])
+def test_logits_and_gradient_products_against_plain_matmuls(loss, opts):
+    """The evaluation's products (class-major logits, BLAS alpha in the gradient products,
+    written into given tensors or not) against plain float64 matmuls: Z = s H W^T + 1 b^T and
+    grad_W = s G^T H + lw W, grad_H = s G W + lh H, grad_b = G^T 1 + lb b."""
+    import torch
+
+    from nclab.ufm.problems import make_problem
+
+    p = make_problem(loss, **opts)
+    x = p.random_start(3)
+    W, H = x[0], x[1]
+    b = x[2] if p.has_bias else None
+    s = p._scale
+    want_Z = s * (H @ W.T) + (b if b is not None else 0.0)
+    Z = p._logits(W, H, b)
+    assert Z.shape == (p.N, p.K)
+    torch.testing.assert_close(Z, want_Z, rtol=1e-14, atol=1e-14)
+    state = p._compute(x)
+    G = state["G"]
+    want = [s * (G.T @ H) + p.lw * W, s * (G @ W) + p.lh * H]
+    if p.has_bias:
+        want.append(G.sum(0) + p.lb * b)
+    out = tuple(torch.full_like(t, float("nan")) for t in x)  # must be overwritten, never read
+    for got in (p._egrad(x, state), p._egrad(x, state, out)):
+        for a, w in zip(got, want):
+            torch.testing.assert_close(a, w, rtol=1e-13, atol=1e-15)
+    assert all(a is o for a, o in zip(p._egrad(x, state, out), out))

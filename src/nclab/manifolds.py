@@ -294,6 +294,9 @@ class Product(Manifold):
         self.fused = self.segments is not None
         # some coordinates lie outside the oblique segments (Euclidean factors)
         self._partial = self.fused and sum(b - a for a, b, _ in self.segments) != self.ambient_dim
+        # the row length where one oblique segment covers the whole vector (else None)
+        whole = self.fused and len(self.segments) == 1 and not self._partial
+        self._whole = self.segments[0][2] if whole else None
 
     @property
     def flat(self) -> bool | None:
@@ -381,9 +384,12 @@ class Product(Manifold):
 
     def _oblique_blocks(self, *vectors):
         """For every oblique segment, the given flat vectors (or (k, D) row batches) viewed as
-        matrices of rows of length d."""
-        for a, b, d in self.segments:
-            yield tuple(v[..., a:b].view(*v.shape[:-1], (b - a) // d, d) for v in vectors)
+        matrices of rows of length d (a list of tuples; where one segment is the whole vector, as
+        for the normalized UFM's W and H, plain views without slicing)."""
+        if self._whole is not None:
+            d = self._whole
+            return [tuple(v.view(*v.shape[:-1], -1, d) for v in vectors)]
+        return [tuple(v[..., a:b].view(*v.shape[:-1], (b - a) // d, d) for v in vectors) for a, b, d in self.segments]
 
     def proj_flat(self, x: torch.Tensor, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``proj`` on flat vectors: Proj_x(u) (a new tensor, or ``out``, which may be ``u``)."""

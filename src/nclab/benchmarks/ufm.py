@@ -25,7 +25,10 @@ Four cases, one run, one table each (rich), saved as text and JSON next to this 
      autograd RGD with Armijo, from the same starts, in interleaved rounds (every contender once
      per round; the median over rounds); the ratio is pymanopt's best over nclab's best, per start,
      then the median over the starts.  numpy's BLAS runs one thread (OPENBLAS_NUM_THREADS=1, set
-     by ``benchmarks/ufm.py``), as torch does in this case.
+     by ``benchmarks/ufm.py``), as torch does in this case.  Two bound rows give the best ratio
+     attainable at nclab lbfgs's own counts: its GEMMs times the per-GEMM time measured in the
+     same process, and those plus its passes over the L-BFGS memory (three per iteration, times
+     the measured time of one product with the (2m, D) buffer).
 
 ``--cases`` picks the cases (default all: about 18 minutes on 2 cores); ``--device cuda`` and
 ``--dtype`` move case C to a GPU or pick its precisions and ``--large-size K n d`` sets its size (e.g. 1000 50 1000).
@@ -209,12 +212,13 @@ def case_public(sizes, starts, rounds: int, cap: float, solvers=("lbfgs", "rcg",
                 for name, fn in contenders:
                     r, cpu = _timed(lambda: fn(x0))
                     runs[name][seed].append({"seconds": r["seconds"], "cpu_seconds": cpu, "reached": r["reached"],
-                                             "gemms": _gemms(r)})
+                                             "gemms": _gemms(r), "iterations": r.get("iterations")})
         rows = []
         for name, _ in contenders:
             per_start = {seed: {"seconds": statistics.median(x["seconds"] for x in rs),
                                 "cpu_seconds": statistics.median(x["cpu_seconds"] for x in rs),
-                                "reached": all(x["reached"] for x in rs), "gemms": rs[0]["gemms"]}
+                                "reached": all(x["reached"] for x in rs), "gemms": rs[0]["gemms"],
+                                "iterations": rs[0]["iterations"]}
                          for seed, rs in runs[name].items()}
             rows.append({"solver": name, "per_start": per_start,
                          "seconds": statistics.median(v["seconds"] for v in per_start.values()),
@@ -222,7 +226,72 @@ def case_public(sizes, starts, rounds: int, cap: float, solvers=("lbfgs", "rcg",
                          "reached": all(v["reached"] for v in per_start.values()),
                          "gemms": _median_or_none([v["gemms"] for v in per_start.values()])})
         out.append({"problem": problem.describe(), "optimum": fstar, "starts": list(starts), "rounds": rounds,
-                    "rows": rows, "load": [load0, _load()], "pymanopt": have_pm})
+                    "rows": rows, "load": [load0, _load()], "pymanopt": have_pm, **_floor_costs(problem)})
+    return out
+
+
+def _median_seconds(fn, reps: int = 200) -> float:
+    """Median wall time of ``fn()`` over ``reps`` calls (after a few warm-up calls)."""
+    for _ in range(5):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _floor_costs(problem, memory: int = 5) -> dict:
+    """The unit costs of case P's bound rows, measured here (1 thread, the run's process):
+
+    * ``gemm_seconds`` -- one N x K x d product as nclab's evaluation does it: the median time of
+      the problem's own three products of an evaluation (the logits ``tau W H^T`` and the gradient's
+      ``G^T H`` and ``G W``, with nclab's layouts) divided by three;
+    * ``pass_seconds`` -- one pass of L-BFGS over its memory: a product of the full (2m, D) buffer
+      (m = ``memory``, lbfgs's default) with a vector, which a direction needs three of on a
+      manifold (``Z g``, ``Z y`` of the new pair, ``Z^T c``)."""
+    x = problem.random_start(0)
+    state = problem._compute(x)
+    out = tuple(torch.empty_like(t) for t in x)
+    W, H = x[0], x[1]
+    t_logits = _median_seconds(lambda: problem._logits(W, H, None))
+    t_grad = _median_seconds(lambda: problem._egrad(x, state, out))
+    D = sum(t.numel() for t in x)
+    Z = torch.randn(2 * memory, D, dtype=problem.dtype, device=problem.device)
+    g = torch.randn(D, dtype=problem.dtype, device=problem.device)
+    return {"gemm_seconds": (t_logits + t_grad) / 3, "pass_seconds": _median_seconds(lambda: torch.mv(Z, g)),
+            "memory": memory}
+
+
+def _memory_passes(iterations: int, memory: int) -> float:
+    """Passes over the full L-BFGS memory in a run of ``iterations`` iterations, counted in full
+    (2m-row) passes: three per direction, the direction of iteration k reading the 2 min(k - 1, m)
+    rows of the pairs stored so far (none at k = 1; no pair refused)."""
+    return 3 * sum(min(k - 1, memory) for k in range(2, iterations + 1)) / memory
+
+
+def _bound_rows(case: dict, solver: str = "nclab lbfgs") -> list[dict]:
+    """Lower bounds on ``solver``'s time from each start at its own counts: its GEMMs alone
+    (count x ``gemm_seconds``), and those plus its passes over the L-BFGS memory
+    (:func:`_memory_passes` x ``pass_seconds``).  Shaped like the table's rows ("reached" where the
+    solver reached the target)."""
+    row = next((r for r in case["rows"] if r["solver"] == solver), None)
+    if row is None or any(v["gemms"] is None for v in row["per_start"].values()):
+        return []
+    out = []
+    for label, with_passes in ((f"bound: {solver}'s GEMMs only", False),
+                               ("bound: ... + its passes over the L-BFGS memory", True)):
+        per_start = {}
+        for seed, v in row["per_start"].items():
+            sec = v["gemms"] * case["gemm_seconds"]
+            if with_passes:
+                sec += _memory_passes(v["iterations"] or 0, case["memory"]) * case["pass_seconds"]
+            per_start[seed] = {"seconds": sec, "cpu_seconds": sec, "reached": v["reached"], "gemms": v["gemms"]}
+        out.append({"solver": label, "per_start": per_start, "bound": True, "gemms": row["gemms"],
+                    "seconds": statistics.median(p["seconds"] for p in per_start.values()),
+                    "cpu_seconds": statistics.median(p["seconds"] for p in per_start.values()),
+                    "reached": row["reached"]})
     return out
 
 
@@ -261,6 +330,7 @@ def public_table(case: dict) -> tuple[Table, float | None, float | None]:
         t.add_column(col, justify="left" if col == "solver" else "right")
     ratio = cpu_ratio = None
     exact = True
+    bounds = _bound_rows(case) if "gemm_seconds" in case else []
     if case["pymanopt"]:
         pm = {s: _best_per_start(rows, "pymanopt", s) for s in starts}
         pm_cpu = {s: _best_per_start(rows, "pymanopt", s, "cpu_seconds") for s in starts}
@@ -270,15 +340,27 @@ def public_table(case: dict) -> tuple[Table, float | None, float | None]:
         ratio = statistics.median(pm[s][0] / nc[s][0] for s in starts)
         cpu_ratio = statistics.median(pm_cpu[s][0] / nc_cpu[s][0] for s in starts)
     case["ratio_is_lower_bound"] = not exact
-    for r in rows:
+    case["bounds"] = bounds
+    for r in [*rows, *bounds]:
         if case["pymanopt"]:
             vs = statistics.median(pm[s][0] / r["per_start"][s]["seconds"] for s in starts) if r["reached"] else None
             vs_s = f"{'' if exact else '>= '}{vs:.1f}x" if vs is not None else "did not reach"
+            if r.get("bound"):
+                r["vs_pymanopt"] = vs
         else:
             vs_s = "n/a"
         t.add_row(r["solver"], _time(r) if r["reached"] else f"> {r['seconds']:.2f}", f"{r['cpu_seconds']:.3f}",
                   "yes" if r["reached"] else "no", "—" if r["gemms"] is None else f"{r['gemms']:,.0f}", vs_s)
+    if bounds:
+        t.caption = (f"bound rows: nclab lbfgs's counts x unit costs measured here: "
+                     f"{case['gemm_seconds'] * 1e6:,.0f} us per GEMM, {case['pass_seconds'] * 1e6:,.0f} us per pass "
+                     f"over the (2m, D) = ({2 * case['memory']}, {sum(_sizes(p))}) memory")
     return t, ratio, cpu_ratio
+
+
+def _sizes(p: dict) -> tuple[int, int]:
+    """Sizes of the normalized UFM's two factors, W (K x d) and H (K n x d)."""
+    return p["K"] * p["d"], p["K"] * p["n"] * p["d"]
 
 
 def main() -> None:
@@ -472,6 +554,10 @@ def main() -> None:
                       f"{'>= ' if case['ratio_is_lower_bound'] else ''}{case['ratio_vs_pymanopt']:.1f}x "
                       f"({case['cpu_ratio_vs_pymanopt']:.1f}x)",
                       "yes" if case["ratio_vs_pymanopt"] >= 10 else "no")
+            for b in case.get("bounds", []):
+                if b.get("vs_pymanopt") is not None:
+                    g.add_row(f"   attainable at nclab lbfgs's counts, {b['solver'].removeprefix('bound: ')}",
+                              f"{b['vs_pymanopt']:.1f}x", "")
     for case in results.get("large_tau", []):
         ok = all(r["reached"] for r in case["solvers"])
         g.add_row(f"D. every fast solver reaches 1e-8 at {case['problem']['loss']} tau={case['problem']['tau']:g}",

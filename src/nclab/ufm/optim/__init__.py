@@ -121,8 +121,8 @@ Example
 ...     def rhess(self, x, u): return (self.A.T @ (self.A @ u[0]),)
 >>> from nclab.ufm.optim import lbfgs
 >>> x, log = lbfgs(Quadratic(), (torch.zeros(3, dtype=torch.float64),), gtol_abs=1e-10, metrics_every=-1)
->>> log.stop_reason, log.converged, log.iterations[-1]["objective"] < 1e-18
-('gradient norm <= gtol_abs', True, True)
+>>> log.converged, log.final["grad_norm"] <= 1e-10, log.final["objective"] < 1e-18
+(True, True, True)
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def _solve_upper(R, b, trans: int = 0):
 
 
 class _LBFGSMemory:
-    """The last ``m`` pairs (s_i, y_i) in one (2m, D) buffer ``Z`` (rows 0..m-1: s, m..2m-1: y) and
+    """The last ``m`` pairs (s_i, y_i) in one (2m, D) buffer ``Z`` (row 2i: s_i, row 2i+1: y_i) and
     the compact representation of the inverse-Hessian approximation (Byrd, Nocedal & Schnabel 1994,
     Theorem 2.2) with a block-diagonal initial matrix ``H0 = diag(gamma_f I)`` over the factors f of
     the point (W, H, b, ...):
@@ -45,10 +45,18 @@ class _LBFGSMemory:
     adapts to factors of different curvature, e.g. W and H of the normalized UFM, whose Hessian
     blocks differ by the class size n.
 
-    A direction costs two passes over the buffer (Z_f g_f and Z_f^T c_f for every factor) whatever
-    m is; the small matrices are kept per factor and slot-indexed in numpy.  On flat problems
-    the new pair's inner products with the stored ones come for free: y_new = g_new - g_old, so
-    ``Z y_new = Z g_new - Z g_old`` for the unchanged rows, and both products are needed anyway."""
+    Cost.  A direction is two passes over the buffer, each one matrix-vector product per block
+    (``Z_f g_f``, then ``Z_f^T c_f``; a block is a column range of the row-major buffer, so each is
+    one BLAS call on contiguous rows), plus one more ``Z_f y_f`` on manifolds for the new pair's
+    inner products; the small matrices are kept per block and slot-indexed in numpy.  The pair of a
+    slot is two adjacent rows (one (2, D) batch for the manifold's transport), and the slots are
+    filled from 0, so while the memory is not full the products touch only the rows in use
+    (``Z[:2(max slot + 1)]``).  On flat problems the new pair's inner products with the stored ones
+    come for free: y_new = g_new - g_old, so ``Z y_new = Z g_new - Z g_old`` for the unchanged rows,
+    and both products are needed anyway.  (Measured on the normalized UFM, K = 10, one thread: a
+    column block of the row-major buffer is read as fast as a contiguous copy of it, and one GEMM
+    with the two right-hand sides g and y is slower than two matrix-vector products; the products
+    are memory-bound, about one full read of the buffer each.)"""
 
     def __init__(self, m: int, offsets, dtype, device, scaling: str = "block"):
         self.m = m
@@ -57,12 +65,38 @@ class _LBFGSMemory:
         # the blocks of H0: the factors, or the whole vector under scalar scaling
         self.blocks = self.slices if self.block else [(0, int(offsets[-1]))]
         nf = len(self.blocks)
-        self.Z = torch.zeros(2 * m, int(offsets[-1]), dtype=dtype, device=device)
+        self.Z = torch.empty(2 * m, int(offsets[-1]), dtype=dtype, device=device)  # see rows_in_use
         self.SY = np.zeros((nf, m, m))  # per block: SY[f, i, j] = s_i,f . y_j,f (slot-indexed)
         self.YY = np.zeros((nf, m, m))
         self.order: list[int] = []
-        self.zg_prev = None  # per-factor Z_f g_f at the previous direction (flat incremental update)
-        self.pending = None  # (slot, s.y per factor, y.y per factor) of a pair whose column is still missing
+        self.zg_prev = np.zeros((nf, 2 * m))  # per-block Z_f g_f at the previous direction (flat case)
+        self.pending = None  # (slot, s.y per block, y.y per block, threshold) of a pair not yet in SY/YY
+        # the per-block products [Z_f g_f; Z_f y_f] are written here (numpy shares it on the CPU in
+        # float64); the coefficients c of the second pass are read from _c the same way
+        self._prod = torch.zeros(2, nf, 2 * m, dtype=dtype, device=device)
+        self._c = np.zeros((nf, 2 * m))
+        shared = self.Z.device.type == "cpu" and dtype == torch.float64
+        self._prod_np = self._prod.numpy() if shared else None
+        self._ct = torch.from_numpy(self._c) if shared else None
+        self._indices: dict = {}
+        self._row_views: dict = {}
+
+    # --- the buffer's rows ------------------------------------------------------------------------
+    def s_row(self, slot: int):
+        return self.Z[2 * slot]
+
+    def y_row(self, slot: int):
+        return self.Z[2 * slot + 1]
+
+    def pair_rows(self, slot: int):
+        """Rows s and y of ``slot`` as one (2, D) view."""
+        return self.Z[2 * slot : 2 * slot + 2]
+
+    def rows_in_use(self) -> int:
+        """How many leading rows of Z hold pairs: ``2 (max slot in use + 1)`` (slots are filled
+        from 0, so every row before holds a pair written once, kept or not; the rows after it have
+        never been written and are never read)."""
+        return 2 * (max(self.order) + 1) if self.order else 0
 
     def clear(self) -> None:
         self.order.clear()
@@ -79,32 +113,30 @@ class _LBFGSMemory:
 
     def pair_products(self, slot: int):
         """(s.y, y.y) of the pair in ``slot``, per block (numpy arrays)."""
-        m = self.m
-        s, y = self.Z[slot], self.Z[m + slot]
+        s, y = self.s_row(slot), self.y_row(slot)
         sy = np.array([float(torch.dot(s[a:b], y[a:b])) for a, b in self.blocks])
         yy = np.array([float(torch.dot(y[a:b], y[a:b])) for a, b in self.blocks])
         return sy, yy
 
     def commit(self, slot: int, sy, yy) -> None:
-        """Register the pair just written into rows ``slot`` / ``m+slot``, where ``y = g_new - g``
-        and g is the gradient of the last :meth:`direction` call (flat case): its inner
-        products with the stored pairs are filled in by the next :meth:`direction`."""
+        """Register the pair just written into ``slot``, where ``y = g_new - g`` and g is the
+        gradient of the last :meth:`direction` call (flat case): its inner products with the stored
+        pairs are filled in by the next :meth:`direction`."""
         if slot in self.order:
             self.order.remove(slot)
         self.order.append(slot)
         self.pending = (slot, sy, yy, None)
 
     def commit_direct(self, slot: int, threshold: float) -> None:
-        """Register the pair in rows ``slot`` / ``m+slot`` (manifold case, where y is not a plain
-        difference of gradients); its inner products with the stored pairs, its own included, are
-        computed by the next :meth:`direction` (next to Z g), which drops it if ``s^T y <=
-        threshold``."""
+        """Register the pair in ``slot`` (manifold case, where y is not a plain difference of
+        gradients); its inner products with the stored pairs, its own included, are computed by
+        the next :meth:`direction` (next to Z g), which drops it if ``s^T y <= threshold``."""
         self.drop(slot)
         self.order.append(slot)
         self.pending = (slot, None, None, threshold)
 
     def drop(self, slot: int) -> None:
-        """The row ``slot`` was overwritten by a pair that is not kept."""
+        """The rows of ``slot`` were overwritten by a pair that is not kept."""
         if slot in self.order:
             self.order.remove(slot)
 
@@ -117,20 +149,42 @@ class _LBFGSMemory:
             self.order.append(slot)
         m = self.m
         ss = np.zeros(m)
+        rows = self.rows_in_use()
+        k = rows // 2
         for f, (a, b) in enumerate(self.blocks):
-            Zf = self.Z[:, a:b]
+            Zf = self.Z[:rows, a:b]
             G = (Zf @ Zf.T).cpu().numpy()
-            self.SY[f] = G[:m, m:]
-            self.YY[f] = G[m:, m:]
-            ss += np.diag(G[:m, :m])
+            self.SY[f, :k, :k] = G[0::2, 1::2]
+            self.YY[f, :k, :k] = G[1::2, 1::2]
+            ss[:k] += np.diag(G[0::2, 0::2])
         SY, YY = self.SY.sum(0), self.YY.sum(0)
         self.order[:] = [
             i for i in self.order if YY[i, i] > 0 and SY[i, i] > 1e-12 * math.sqrt(max(ss[i] * YY[i, i], 0.0))
         ]
 
-    def _zg(self, g):
-        """Per-block products Z_f g_f, shape (blocks, 2m)."""
-        return np.stack([(self.Z[:, a:b] @ g[a:b]).cpu().numpy() for a, b in self.blocks]).astype(np.float64, copy=False)
+    def _views(self, rows: int):
+        """Per block f: (Z_f, the products' outputs for g and y, the coefficients c_f, start, end),
+        views of the first ``rows`` rows (cached per row count: at most m of them)."""
+        views = self._row_views.get(rows)
+        if views is None:
+            Z, P, ct = self.Z[:rows], self._prod, self._ct
+            views = self._row_views[rows] = [
+                (Z[:, a:b], P[0, f, :rows], P[1, f, :rows], None if ct is None else ct[f, :rows], a, b)
+                for f, (a, b) in enumerate(self.blocks)
+            ]
+        return views
+
+    def _products(self, g, rows: int, y=None):
+        """Per-block products ``Z_f g_f`` (and ``Z_f y_f`` when y is given) of the first ``rows``
+        rows: numpy arrays of shape (blocks, 2m), zero beyond ``rows``."""
+        self._prod.zero_()
+        for Zf, og, oy, _, a, b in self._views(rows):
+            torch.mv(Zf, g[a:b], out=og)
+            if y is not None:
+                torch.mv(Zf, y[a:b], out=oy)
+        P = self._prod
+        Pn = self._prod_np if self._prod_np is not None else P.cpu().numpy().astype(np.float64)
+        return Pn[0], Pn[1]
 
     def gammas(self, new: int):
         """gamma per block from the newest pair (the whole-vector value where a block's own is
@@ -139,51 +193,65 @@ class _LBFGSMemory:
         gamma = sy.sum() / yy.sum()
         return np.where((sy > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), gamma)
 
+    def _index(self, idx):
+        """(slots, their s rows, their y rows) as index arrays, cached per order of the slots (the
+        ring buffer cycles through at most m orders once it is full)."""
+        key = tuple(idx)
+        hit = self._indices.get(key)
+        if hit is None:
+            ix = np.asarray(key)
+            hit = self._indices[key] = (ix, 2 * ix, 2 * ix + 1)
+        return hit
+
     def direction(self, g, out):
         """``out = -H g``; returns False when the memory is empty (out untouched)."""
         idx = self.order
         if not idx:
             return False
-        m = self.m
         pending, self.pending = self.pending, None
-        zg = self._zg(g)  # (blocks, 2m)
+        lazy = pending is not None and pending[3] is not None
+        rows = self.rows_in_use()
+        zg, zy = self._products(g, rows, self.y_row(pending[0]) if lazy else None)  # (blocks, 2m)
         if pending is not None:
             slot, sy, yy, threshold = pending
-            if threshold is None:  # flat: y = g - g_prev, so Z y = Z g - Z g_prev (old rows)
-                zy = zg - self.zg_prev if self.zg_prev is not None else zg  # (no old rows without it)
-            else:  # manifold: y is not a gradient difference, one more product
-                zy = self._zg(self.Z[m + slot])
-                sy, yy = zy[:, slot], zy[:, m + slot]
+            if not lazy:  # flat: y = g - g_prev, so Z y = Z g - Z g_prev (old rows)
+                zy = zg - self.zg_prev
+            else:  # manifold: y is not a gradient difference, one more product (computed above)
+                sy, yy = zy[:, 2 * slot], zy[:, 2 * slot + 1]
                 if not (sy.sum() > threshold and yy.sum() > 0):  # curvature not clearly positive
                     self.drop(slot)
                     slot = None
                     if not idx:
                         return False
             if slot is not None:
-                o = np.asarray([i for i in idx if i != slot], dtype=int)
-                self.SY[:, o, slot] = zy[:, o]
-                self.YY[:, o, slot] = zy[:, m + o]
-                self.YY[:, slot, o] = zy[:, m + o]
+                o = [i for i in idx if i != slot]
+                if o:
+                    o2 = self._index(o)[1]
+                    self.SY[:, o, slot] = zy[:, o2]
+                    self.YY[:, o, slot] = self.YY[:, slot, o] = zy[:, o2 + 1]
                 self.SY[:, slot, slot] = sy
                 self.YY[:, slot, slot] = yy
-        self.zg_prev = zg
-        ix = np.asarray(idx)
+        if not lazy:
+            self.zg_prev[:] = zg
+        ix, sx, yx = self._index(idx)
         gam = self.gammas(idx[-1])
-        p = zg[:, ix].sum(0)
-        q = gam @ zg[:, m + ix]
+        p = zg[:, sx].sum(0)
+        q = gam @ zg[:, yx]
         SYo = self.SY.sum(0)[ix][:, ix]
         YHY = gam[0] * self.YY[0][ix][:, ix]
         for f in range(1, len(gam)):
             YHY += gam[f] * self.YY[f][ix][:, ix]
-        R = np.triu(SYo)
-        r = _solve_upper(R, p)
-        top = _solve_upper(R, np.diag(SYo) * r + YHY @ r - q, trans=1)
-        c = np.zeros((len(gam), 2 * m))
-        c[:, ix] = top
-        c[:, m + ix] = -gam[:, None] * r
-        ct = torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
-        for f, (a, b) in enumerate(self.blocks):
-            torch.addmv(g[a:b], self.Z[:, a:b].T, ct[f], beta=-float(gam[f]), alpha=-1.0, out=out[a:b])
+        # R = triu(SYo): LAPACK's triangular solve reads the upper triangle only
+        r = _solve_upper(SYo, p)
+        top = _solve_upper(SYo, SYo.diagonal() * r + YHY @ r - q, trans=1)
+        c = self._c
+        c.fill(0.0)
+        c[:, sx] = top
+        c[:, yx] = -gam[:, None] * r
+        ct = None if self._ct is not None else torch.from_numpy(c).to(device=g.device, dtype=g.dtype)
+        for f, (Zf, _, _, cf, a, b) in enumerate(self._views(rows)):
+            cf = ct[f, :rows] if cf is None else cf
+            torch.addmv(g[a:b], Zf.T, cf, beta=-float(gam[f]), alpha=-1.0, out=out[a:b])
         return True
 
 
@@ -222,8 +290,9 @@ def lbfgs(problem, x0, **options):
     Options (besides the common ones, see the module docstring):
         memory=5, scaling="auto" | "block" | "scalar", transport="lazy" | "full",
         line_search="wolfe" | "armijo", c1=1e-4, c2=0.9, max_iter=5000.
-    (memory 3 to 10 need the same number of iterations on the nclab problems; each extra pair costs
-    two more passes over a vector of the problem's size per iteration.)
+    (memory 3 to 10 need the same number of iterations on the nclab problems; each extra pair adds
+    its two rows to every product with the memory: two per iteration on flat problems, three on
+    manifolds, each a read of vectors of the problem's size.)
 
     Returns (x, SolverLog)."""
     o = _options(
@@ -243,7 +312,6 @@ def lbfgs(problem, x0, **options):
     scaling = o["scaling"] if o["scaling"] != "auto" else ("scalar" if sp.flat else "block")
     mem = _LBFGSMemory(memory, sp.offsets, sp.dtype, sp.device, scaling)
     full_transport = o["transport"] == "full"
-    pair_buf = None if sp.flat or full_transport else torch.empty(2, sp.D, dtype=sp.dtype, device=sp.device)
     d = torch.empty_like(p.g)
     t_prev_sd = 1.0 / max(p.gn, 1e-300)
 
@@ -252,18 +320,18 @@ def lbfgs(problem, x0, **options):
         have = mem.direction(p.g, d)
         if have:
             if not sp.flat:
-                d = sp.proj(p, d)
+                sp.proj(p, d, inplace=True)
             slope = _dot(p.g, d)
             t0 = 1.0
         if not have or not slope < 0:
             mem.clear()
-            d = torch.neg(p.g)
+            torch.neg(p.g, out=d)
             slope = -p.gn * p.gn
             t0 = t_prev_sd if it > 1 else _first_step(p)
         q, t, ok = line_search.search(sp, p, d, slope, t0)
         if not ok and len(mem):  # retry along the steepest descent direction
             mem.clear()
-            d = torch.neg(p.g)
+            torch.neg(p.g, out=d)
             slope = -p.gn * p.gn
             q, t, ok = line_search.search(sp, p, d, slope, _first_step(p))
         if not ok:
@@ -273,7 +341,7 @@ def lbfgs(problem, x0, **options):
             t_prev_sd = t
         # new pair (s, y), written straight into the memory buffer
         slot = mem.next_slot()
-        s_row, y_row = mem.Z[slot], mem.Z[memory + slot]
+        s_row, y_row = mem.s_row(slot), mem.y_row(slot)
         if sp.flat:
             torch.mul(d, t, out=s_row)
             torch.sub(q.g, p.g, out=y_row)
@@ -284,16 +352,15 @@ def lbfgs(problem, x0, **options):
             else:
                 mem.drop(slot)
         elif full_transport:
-            sp.transport_rows_(p, q, mem.Z)  # the slot being replaced is overwritten below
+            sp.transport_rows_(p, q, mem.Z[: mem.rows_in_use()])  # the slot being replaced is overwritten below
             s_row.copy_(sp.transport(p, q, d * t))
             y_row.copy_(q.g - sp.transport(p, q, p.g))
             mem.refresh(slot)
-        else:  # lazy: only the new pair is transported (one batched call for t d and grad f(x))
-            torch.mul(d, t, out=pair_buf[0])
-            pair_buf[1].copy_(p.g)
-            sp.transport_rows_(p, q, pair_buf)
-            s_row.copy_(pair_buf[0])
-            torch.sub(q.g, pair_buf[1], out=y_row)
+        else:  # lazy: only the new pair is transported, in place (its two rows are one batch)
+            torch.mul(d, t, out=s_row)
+            y_row.copy_(p.g)
+            sp.transport_rows_(p, q, mem.pair_rows(slot))
+            torch.sub(q.g, y_row, out=y_row)
             mem.commit_direct(slot, 1e-10 * t * abs(slope))
         f_prev = p.f
         p = q

@@ -171,12 +171,15 @@ class _Space:
         xt = tuple(self.M.retr(p.xt, self.split(d), t))
         return _Point(self.cat(xt), xt)
 
-    def proj(self, p: _Point, v):
+    def proj(self, p: _Point, v, inplace: bool = False):
+        """Proj_x(v): a new vector, or v itself overwritten with ``inplace=True`` (fused path: no
+        allocation; elsewhere the result is copied into v)."""
         if self.flat:
             return v
         if self.fused:
-            return self.M.proj_flat(p.x, v)
-        return self.cat(self.M.proj(p.xt, self.split(v)))
+            return self.M.proj_flat(p.x, v, out=v if inplace else None)
+        out = self.cat(self.M.proj(p.xt, self.split(v)))
+        return v.copy_(out) if inplace else out
 
     def transport(self, p: _Point, q: _Point, v):
         if self.flat:

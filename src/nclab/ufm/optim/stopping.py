@@ -117,7 +117,8 @@ class _Monitor:
         """The stop reason after iteration ``it`` (None: go on)."""
         if not (math.isfinite(p.f) and math.isfinite(p.gn)):
             return "non-finite objective or gradient (diverged)"
-        if p.gn <= self.gtol * self.gradient_scale(p):
+        # (the scale costs a pass over x: skipped at gtol = 0, where the test is |grad f| <= 0)
+        if p.gn <= (self.gtol * self.gradient_scale(p) if self.gtol > 0 else 0.0):
             return STOP_GRADIENT
         if p.gn <= self.gtol_abs:
             return STOP_GRADIENT_ABS
