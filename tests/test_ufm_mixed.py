@@ -44,7 +44,7 @@ def test_mixed_reaches_the_closed_form(loss, opts, solver):
     low, high = log.options["phases"]
     assert (low["dtype"], high["dtype"]) == ("float32", "float64")
     assert low["iterations"] + high["iterations"] == log.n_iter
-    assert log.n_cost == low["cost_evals"] + high["cost_evals"]
+    assert log.n_cost == low["cost_evals"] + low["float64_checks"] + high["cost_evals"]
     assert [r["dtype"] for r in log.iterations][0] == "float32" and log.iterations[-1]["dtype"] == "float64"
     its = [r["iter"] for r in log.iterations]
     assert its == sorted(its)
@@ -108,6 +108,40 @@ def test_a_diverged_float32_phase_leaves_the_float64_phase_the_start():
     assert log.converged and log.options["phases"][0]["used"] is False
     assert log.options["phases"][1]["iterations"] == plain.n_iter
     assert abs(log.final["objective"] - plain.final["objective"]) <= 1e-14
+
+
+def test_float64_checks_end_a_float32_phase_that_makes_no_progress():
+    """A float32 phase whose steps stop lowering the float64 objective hands over at the next
+    check: here a solver that keeps returning to the start after one descent step."""
+    p = make_problem("ce", K=4, n=5, d=4, lw=5e-3, lh=5e-3)
+    x0 = p.random_start(0)
+
+    def stuck(problem, x, **options):
+        if problem.dtype == torch.float32:  # runs plain lbfgs, but the callback sees a point stuck at x0
+            cb = options.pop("callback")
+            stop_at = []
+
+            def frozen(it, xt, f, g):
+                if cb(it, problem.place(x0), f, g):
+                    stop_at.append(it)
+                    return True
+                return False
+            out = lbfgs(problem, x, callback=frozen, **options)
+            assert stop_at == [2 * 3]  # checks at 3 (first value) and 6 (no decrease): stopped there
+            return out
+        return lbfgs(problem, x, **options)
+
+    x, log = mixed_precision(stuck, p, x0, check_every=3, metrics_every=-1)
+    low = log.options["phases"][0]
+    assert low["stop_reason"] == "float32 steps no longer lower the float64 objective"
+    assert low["float64_checks"] >= 2 and log.converged
+    assert abs(log.final["objective"] - p.optimum) <= 1e-9 * p.optimum
+
+
+def test_trust_region_is_refused():
+    p = make_problem("normalized", K=3, n=2, d=3, tau=2.0)
+    with pytest.raises(ValueError, match="first-order solvers"):
+        mixed_precision(SOLVERS["rtr"], p, p.random_start(0))
 
 
 def test_refusals_name_the_dtype():

@@ -10,7 +10,9 @@ result is certified by float64 arithmetic exactly as a float64 run would be (the
 is first put back on the manifold in float64, where a normalised UFM's unit vectors must lie to
 float64 accuracy): the returned point,
 stop reason and convergence are the float64 phase's.  Nothing is weakened: if the float32 phase
-stalls or fails, the float64 phase simply has more to do.
+stalls or fails, the float64 phase simply has more to do.  Where float32 cannot steer (a float32
+trust region on a noisy model, the normalized UFM at large tau), periodic float64 checks of the
+objective end the float32 phase once it stops making progress (see :func:`mixed_precision`).
 
 >>> from nclab.ufm.problems import make_problem
 >>> from nclab.ufm.optim import lbfgs
@@ -30,14 +32,22 @@ from typing import Callable
 
 import torch
 
+from nclab._validation import check_int
 from nclab.ufm.optim.log import SolverLog
 
-__all__ = ["mixed_precision", "low_precision_twin", "LOW_GTOL"]
+__all__ = ["mixed_precision", "low_precision_twin", "LOW_GTOL", "CHECK_EVERY", "STOP_NO_FLOAT64_PROGRESS"]
 
 #: The float32 phase's relative gradient tolerance (float32 eps is 1.2e-7: the gradient of a
 #: float32 objective carries a relative roundoff of ~1e-6 to 1e-5, so a tighter test cannot be
 #: trusted and a looser one leaves work that float64 does at twice the cost).
 LOW_GTOL = 1e-4
+
+#: Solvers refused (by function name): their inner solves need float64 Hessian-vector products.
+SECOND_ORDER = ("trust_regions",)
+
+#: Iterations between the float64 checks of the float32 phase (a check is one float64 cost
+#: evaluation, about a third of a float64 gradient evaluation on the logit problems).
+CHECK_EVERY = 20
 
 
 def low_precision_twin(problem, dtype=torch.float32):
@@ -56,17 +66,27 @@ def low_precision_twin(problem, dtype=torch.float32):
 
 
 def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol: float = LOW_GTOL,
-                    **options) -> tuple[tuple, SolverLog]:
+                    check_every: int = CHECK_EVERY, **options) -> tuple[tuple, SolverLog]:
     """Run ``solver(low_problem, x0, gtol=low_gtol)`` in float32, then ``solver(problem, x,
     **options)`` in the problem's float64 from where the first phase stopped.
 
+    The float32 phase is watched in float64: every ``check_every`` iterations the float64
+    objective of its point is evaluated (the cost only, its time counted in the run's), and the
+    phase stops as soon as it did not decrease since the previous check -- float32 steps that
+    no longer lower the float64 objective are roundoff, e.g. a float32 trust region accepting
+    steps on a noisy model, or the normalized UFM at large tau where the float32 Riemannian
+    gradient is mostly cancellation.  The float64 phase starts from the best checked point.
+
     Parameters
     ----------
-    solver : a solver of :data:`nclab.ufm.optim.SOLVERS` (``solver(problem, x0, **options)``).
+    solver : a first-order solver of :data:`nclab.ufm.optim.SOLVERS` (``solver(problem, x0,
+        **options)``; the trust region is refused, see :data:`SECOND_ORDER`).
     problem : a float64 problem (a float32 one is refused: it has no higher phase).
     x0 : the start (tuple of tensors).
     low_problem : the same problem in float32 (default :func:`low_precision_twin`).
     low_gtol : the float32 phase's relative gradient tolerance (default :data:`LOW_GTOL`).
+    check_every : iterations between the float64 checks of the float32 phase (default
+        :data:`CHECK_EVERY`).
     options : the solver's options for the whole run.  ``max_iter`` and ``max_time`` bound both
         phases together; ``callback`` sees one iteration count running through both phases;
         ``f_target`` is tested in both (the float64 phase confirms it, with no iteration when the
@@ -81,21 +101,32 @@ def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol
     if dtype != torch.float64:
         raise ValueError(f"mixed precision runs float32 then float64: the problem is {dtype}, "
                          "build it in float64 (dtype='float64')")
+    if getattr(solver, "__name__", "") in SECOND_ORDER:
+        raise ValueError("mixed precision is for first-order solvers (lbfgs, rcg, rgd, gd): the trust region's "
+                         "truncated CG needs float64 Hessian-vector products (in float32 its inner solves took "
+                         "13x more of them on the normalized UFM); run rtr in float64")
     low = low_problem if low_problem is not None else low_precision_twin(problem)
     if getattr(low, "dtype", None) != torch.float32:
         raise ValueError(f"low_problem must be float32, got {getattr(low, 'dtype', None)}")
+    check_every = check_int("check_every", check_every, minimum=1)
 
     max_iter = options.get("max_iter")
     max_time = options.get("max_time", math.inf)
     callback = options.get("callback")
+    guard = _Float64Guard(problem, check_every, callback)
     low_opts = {k: v for k, v in options.items() if k not in ("gtol", "gtol_abs", "ftol")}
     low_opts["gtol"] = max(float(low_gtol), float(options.get("gtol", 0.0) or 0.0))
+    low_opts["callback"] = guard
 
     start = time.perf_counter()
     x_low, log_low = solver(low, x0, **low_opts)
     finite = math.isfinite(log_low.final.get("objective", math.nan)) and all(
         bool(torch.isfinite(t).all()) for t in x_low)
-    x_mid = x_low if finite else x0  # a diverged float32 phase leaves the float64 phase the start
+    x_mid = _onto_manifold(problem, x_low if finite else x0)  # a diverged phase: back to the start
+    if finite and guard.best_x is not None and not guard.value(x_mid) <= guard.best_f:
+        x_mid = guard.best_x  # the phase wandered off after its best check
+    if guard.stopped:
+        log_low.stop_reason = STOP_NO_FLOAT64_PROGRESS
 
     n_low = log_low.n_iter
     high_opts = dict(options)
@@ -105,8 +136,47 @@ def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol
         high_opts["max_time"] = max(max_time - (time.perf_counter() - start), 1e-9)
     if callback is not None:
         high_opts["callback"] = lambda it, x, f, g: callback(it + n_low, x, f, g)
-    x, log_high = solver(problem, _onto_manifold(problem, x_mid), **high_opts)
-    return x, _merge(log_low, log_high, finite)
+    x, log_high = solver(problem, x_mid, **high_opts)
+    return x, _merge(log_low, log_high, finite, guard)
+
+
+#: The float32 phase's stop reason when its float64 check found no decrease.
+STOP_NO_FLOAT64_PROGRESS = "float32 steps no longer lower the float64 objective"
+
+
+class _Float64Guard:
+    """The float32 phase's callback: every ``every`` iterations the float64 cost of its point;
+    stops the phase (returns True) when it did not decrease since the previous check, and keeps
+    the best checked point.  Its time and evaluations are counted into the run's."""
+
+    def __init__(self, problem, every: int, user_callback=None):
+        self.problem, self.every, self.user_callback = problem, every, user_callback
+        self.best_f, self.best_x, self.prev = math.inf, None, math.inf
+        self.seconds, self.evals, self.stopped = 0.0, 0, False
+
+    def value(self, x64) -> float:
+        t = time.perf_counter()
+        f = float(self.problem.cost(x64))
+        self.seconds += time.perf_counter() - t
+        self.evals += 1
+        return f
+
+    def __call__(self, it, x, f, g) -> bool:
+        stop = bool(self.user_callback(it, x, f, g)) if self.user_callback is not None else False
+        if it == 0 or it % self.every:
+            return stop
+        t = time.perf_counter()
+        x64 = _onto_manifold(self.problem, x)
+        self.seconds += time.perf_counter() - t
+        f64 = self.value(x64)
+        if f64 < self.best_f:
+            self.best_f, self.best_x = f64, x64
+        eps = torch.finfo(torch.float64).eps
+        if not f64 < self.prev - 4 * eps * abs(f64):
+            self.stopped = True
+            return True
+        self.prev = f64
+        return stop
 
 
 def _onto_manifold(problem, x):
@@ -119,9 +189,10 @@ def _onto_manifold(problem, x):
     return tuple(manifold.retr(x, manifold.zero_vector(x)))
 
 
-def _merge(low: SolverLog, high: SolverLog, low_finite: bool) -> SolverLog:
-    """One log of both phases: iterations numbered and timed through, counts and seconds added."""
-    n_low, t_low = low.n_iter, low.seconds
+def _merge(low: SolverLog, high: SolverLog, low_finite: bool, guard: _Float64Guard) -> SolverLog:
+    """One log of both phases: iterations numbered and timed through, counts and seconds added
+    (the float64 checks of the float32 phase counted in its time and cost evaluations)."""
+    n_low, t_low = low.n_iter, low.seconds + guard.seconds
     records = [{**r, "dtype": "float32"} for r in low.iterations]
     for r in high.iterations:
         if r["iter"] == 0 and records:  # the float64 phase's start is the float32 phase's end
@@ -130,7 +201,8 @@ def _merge(low: SolverLog, high: SolverLog, low_finite: bool) -> SolverLog:
         records.append({**r, "iter": r["iter"] + n_low, "time": r.get("time", 0.0) + t_low, "dtype": "float64"})
     phases = [
         {"dtype": "float32", "iterations": n_low, "seconds": t_low, "cost_evals": low.n_cost,
-         "grad_evals": low.n_grad, "stop_reason": low.stop_reason, "used": low_finite},
+         "grad_evals": low.n_grad, "float64_checks": guard.evals, "stop_reason": low.stop_reason,
+         "used": low_finite},
         {"dtype": "float64", "iterations": high.n_iter, "seconds": high.seconds, "cost_evals": high.n_cost,
          "grad_evals": high.n_grad, "stop_reason": high.stop_reason},
     ]
@@ -139,7 +211,7 @@ def _merge(low: SolverLog, high: SolverLog, low_finite: bool) -> SolverLog:
         iterations=records,
         stop_reason=high.stop_reason,
         converged=high.converged,
-        n_cost=low.n_cost + high.n_cost,
+        n_cost=low.n_cost + guard.evals + high.n_cost,
         n_grad=low.n_grad + high.n_grad,
         n_hess=low.n_hess + high.n_hess,
         seconds=t_low + high.seconds,
