@@ -94,7 +94,9 @@ def nc1_and_rank(centred_means, sigma_w, rtol: float | None = None, *, gram=None
       ``z`` (``weights``: the counts for a count-weighted global mean; ones by default) is removed
       exactly by a Householder reflection, leaving the (K-1)-row B with ``Mc Mc^T = Q^T [0, 0;
       0, B B^T] Q``; a Cholesky factor of ``H = B B^T`` gives ``T = H^{-1} B`` and
-      ``nc1 = sum_k t_k^T Sigma_W t_k`` (rank K-1).  When K > d the d x d ``S = Mc^T Mc`` is
+      ``nc1 = sum_k t_k^T Sigma_W t_k = <Sigma_W, T^T T>`` (rank K-1), summed over the blocks of
+      T^T T on and above its diagonal (:func:`nclab.metrics.pairwise.upper_blocks`; about K d^2
+      multiplications instead of the 2 K d^2 of ``T Sigma_W``, the same products).  When K > d the d x d ``S = Mc^T Mc`` is
       factored instead: ``nc1 = Tr(L^{-1} Sigma_W L^{-T})`` (rank d).  It is taken only when
       LAPACK's condition estimate puts every eigenvalue at least 1e4 times above the cut-off, so
       the cut-off keeps all of them and the result is the pseudo-inverse formula's.

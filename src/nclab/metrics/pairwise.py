@@ -41,9 +41,15 @@ def pairwise_summaries(
     (A holds centred means, so no offset cancels).  With ``keep_gram`` and K <= tile, ``gram`` is
     the K x K matrix ``A B^T`` (else None), for callers that need it whole.
 
-    Memory O(K d + tile^2); ``tile=None`` picks it (:func:`nclab.metrics.resources.auto_tile`; the
-    whole Gram when K <= d + 1, as its K^2 entries are then no more than the d x d ones the
-    caller holds).  Symmetric Grams visit only tiles j >= i.
+    Memory O(K d + tile^2); ``tile=None`` picks it (:func:`nclab.metrics.resources.auto_tile`:
+    512 rows on the CPU, so that a tile and the one reused buffer of its elementwise work stay in
+    the cache; the whole Gram when K <= d + 1, as its K^2 entries are then no more than the d x d
+    ones the caller holds, formed from its blocks on and above the diagonal by
+    :func:`upper_blocks`).  Symmetric Grams visit only tiles j >= i.  Per tile the elementwise
+    work is a few in-place passes: ``D = s_k + s_l - 2 G`` (clamped at 0) and ``1/D`` against
+    ``[1, v]`` for cdnv, ``|G_kl + n_k n_l/(K-1)|`` weighted by ``1/(n_k n_l)`` (n the row norms)
+    for the angles -- the same float64 quantities as the direct formulas, rounded in another
+    order.
 
     The ETF distance is not always a K x K quantity.  When K > d + 1 the Gram has rank <= d <
     K - 1, so it stays at least ``sqrt((K-1-d)/(K-1))`` away from the ETF's and the expansion
@@ -100,7 +106,7 @@ def pairwise_summaries(
             g2 += weight * float(torch.linalg.vector_norm(G)) ** 2
         if v is not None:
             vi, vj = v[i : i + tile], v[j : j + tile]
-            D = torch.add(sq[i : i + tile, None], G, alpha=-2.0, out=T).add_(sq[None, j : j + tile]).clamp_min_(0.0)
+            D = torch.add(sq[i : i + tile, None], sq[None, j : j + tile], out=T).add_(G, alpha=-2.0).clamp_min_(0.0)
             if i == j:  # pairs k < l only
                 ratio = torch.add(vi[:, None], vj[None, :]).div_(D)
                 cdnv_sum += 0.5 * float(torch.triu(ratio, diagonal=1).sum())
@@ -149,10 +155,12 @@ def _view(flat, rows, cols):
 SYM_BLOCK = 256
 
 
-def upper_blocks(X, size: int = SYM_BLOCK):
+def upper_blocks(X, size: int | None = None):
     """The blocks on and above the diagonal of the symmetric ``X X^T``: yields ``(I, J, P)`` with
-    I, J slices of rows and ``P = X[I] X[J]^T``, I <= J.  About half the multiplications of the
-    whole product (``(b + 1) / (2 b)`` for b blocks), each entry the same sum of products."""
+    I, J slices of rows and ``P = X[I] X[J]^T``, I <= J (``size`` rows per block, default
+    :data:`SYM_BLOCK`).  About half the multiplications of the whole product (``(b + 1) / (2 b)``
+    for b blocks), each entry the same sum of products."""
+    size = size or SYM_BLOCK
     n = X.shape[0]
     edges = list(range(0, n, size)) + [n]
     cuts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
