@@ -100,13 +100,14 @@ def metrics_from_statistics(counts, means, m2, scatter, classifier=None, bias=No
     N = float(counts.sum())
 
     Mc, mu_g = F.centred_means(means, counts, weighted=weighted_mean)
-    sigma_w = scatter / N
     if rtol is None:
         rtol = F.default_rtol(Kp, d)
     # One tiled pass over each Gram serves all its pairwise metrics (and nc1's factorisation):
     # cdnv, nc2_maxangle and nc2_etf of the means are F.cdnv, F.nc2_maxangle, F.nc2_etf fused.
     pm = pairwise_summaries(Mc, angle=True, variances=m2 / counts, tile=tile, keep_gram=Kp <= d)
-    nc1, rank = F.nc1_and_rank(Mc, sigma_w, rtol, gram=pm["gram"], weights=counts if weighted_mean else None)
+    # nc1 is linear in Sigma_W = scatter / N: the division is applied once, to the result
+    nc1, rank = F.nc1_and_rank(Mc, scatter, rtol, gram=pm["gram"], weights=counts if weighted_mean else None)
+    nc1 /= N
 
     W_metrics = dict(nc2_equinorm_W=None, nc2_maxangle_W=None, nc2_etf_W=None, nc3=None,
                      nc3_duality_gram=None, bias_collapse=None)

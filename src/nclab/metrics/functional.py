@@ -146,7 +146,10 @@ def _nc1_cholesky(Mc, sigma_w, rtol, gram, weights):
         else:  # Q G Q from the Gram the caller has: O(K^2)
             G = _f64(gram)
             u = G @ v
-            H = (G - c * torch.outer(v, u) - c * torch.outer(u, v) + (c * c * float(v @ u)) * torch.outer(v, v))[1:, 1:]
+            # (Q G Q)[1:, 1:] = G' - c v' u'^T - c u' v'^T + c^2 (v.u) v' v'^T  (' drops row 0)
+            #                 = G' - c v' w^T - c w v'^T,  w = u' - (c/2)(v.u) v': two rank-1 updates
+            w = u[1:] - (0.5 * c * float(v @ u)) * v[1:]
+            H = G[1:, 1:].clone().addr_(v[1:], w, alpha=-c).addr_(w, v[1:], alpha=-c)
         rank = K - 1
     else:
         B = None
