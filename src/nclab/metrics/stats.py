@@ -219,8 +219,13 @@ class NCStats:
         Returns the merge weights w_k = n_a n_b / n and offsets delta_k = mean_b - mean_a.  With
         ``scatter_b=None`` the scatter is left to the caller (``update`` folds
         ``scatter_b + sum_k w_k delta_k delta_k^T`` into its own product).  ``owned``: scatter_b
-        is a temporary of the caller, so the sum is formed in it (no d x d allocation)."""
+        is a temporary of the caller, so the sum is formed in it (no d x d allocation); into an empty
+        state such statistics (zero rows for absent classes) are taken as they are, which is what
+        the merge gives then (0 + x = x, w = 0)."""
         na = self.counts
+        if owned and scatter_b is not None and not bool((na > 0).any()):
+            self.counts, self.means, self.m2, self.scatter = nb.clone(), mb, m2b, scatter_b
+            return torch.zeros_like(nb), mb
         n = na + nb
         w = torch.where(n > 0, na * nb / n.clamp_min(1.0), torch.zeros_like(n))
         delta = mb - self.means
