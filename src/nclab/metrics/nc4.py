@@ -125,18 +125,19 @@ class NC4Counter:
         need = min(rows, X.shape[0]) * K
         if scratch is None or scratch.numel() < need:
             scratch = self._scratch[key] = torch.empty(need, dtype=gdt, device=X.device)
-        for s in range(0, X.shape[0], rows):  # blocks bound memory and keep the logits in cache
+        B = X.shape[0]
+        pred = torch.empty(2, B, dtype=torch.int64, device=X.device)  # classifier, nearest mean
+        for s in range(0, B, rows):  # blocks bound memory and keep the logits in cache
             Hc = (X[s : s + rows].to(torch.float64) - center).to(gdt)  # centre before rounding
             out = scratch[: Hc.shape[0] * K].view(Hc.shape[0], K)
-            pred_cls = torch.addmm(cls_off, Hc, Wt, out=out).argmax(1)  # w_k.h + b_k
-            pred_ncc = torch.addmm(ncc_off, Hc, Mt2, out=out).argmin(1)  # |h - mu_k|^2 - |h - c|^2
-            tally[0] += (pred_cls != pred_ncc).sum()
-            tally[1] += pred_cls.shape[0]
-            if y is not None:
-                yb = y[s : s + rows].to(X.device)
-                tally[2] += (pred_cls == yb).sum()
-                tally[3] += (pred_ncc == yb).sum()
-                tally[4] += yb.shape[0]
+            torch.argmax(torch.addmm(cls_off, Hc, Wt, out=out), 1, out=pred[0, s : s + rows])  # w_k.h + b_k
+            torch.argmin(torch.addmm(ncc_off, Hc, Mt2, out=out), 1, out=pred[1, s : s + rows])  # |h - mu_k|^2 - |h - c|^2
+        # the counts once per batch (few small operations per block: they fight other processes)
+        tally[0] += (pred[0] != pred[1]).sum()
+        tally[1] += B
+        if y is not None:
+            tally[2:4] += (pred == y.to(X.device)).sum(1)
+            tally[4] += B
         return self
 
     def merge(self, other: "NC4Counter") -> "NC4Counter":
