@@ -84,7 +84,7 @@ def test_mirror_of_the_upper_triangle_in_place():
     assert torch.equal(got, want)
 
 
-def test_nc4_buffer_reused_across_batches_of_growing_size(monkeypatch):
+def test_nc4_buffer_and_centring_chunks_across_batches_of_growing_size(monkeypatch):
     monkeypatch.setattr(NC4Counter, "MIN_BLOCK_ROWS", 1)
     K, d = 4, 5
     X, y, M = planted(K, 30, d, 0.8, seed=9)
@@ -95,6 +95,7 @@ def test_nc4_buffer_reused_across_batches_of_growing_size(monkeypatch):
     dist = np.stack([((X.numpy() - m) ** 2).sum(1) for m in means.numpy()], 1)
     want = int((pred != dist.argmin(1)).sum())
     monkeypatch.setattr(NC4Counter, "BLOCK_ELEMENTS", 16 * K)  # 16-row blocks
+    monkeypatch.setattr(NC4Counter, "CENTRE_ELEMENTS", 32 * d)  # centred 32 rows (2 blocks) at a time
     c = NC4Counter(means, W, b)
     for lo, hi in ((0, 3), (3, 43), (43, 54), (54, 120)):  # buffer of 3 rows grows to 16
         c.update(X[lo:hi], y[lo:hi])

@@ -64,6 +64,8 @@ class NC4Counter:
     BLOCK_ELEMENTS = 1 << 20
     #: fewest rows per block (thin blocks leave the GEMM inefficient at very large K).
     MIN_BLOCK_ROWS = 256
+    #: rows x d of features centred in float64 at once (32 MiB), in whole blocks.
+    CENTRE_ELEMENTS = 1 << 22
 
     @classmethod
     def block_rows(cls, num_classes: int) -> int:
@@ -127,11 +129,14 @@ class NC4Counter:
             scratch = self._scratch[key] = torch.empty(need, dtype=gdt, device=X.device)
         B = X.shape[0]
         pred = torch.empty(2, B, dtype=torch.int64, device=X.device)  # classifier, nearest mean
-        for s in range(0, B, rows):  # blocks bound memory and keep the logits in cache
-            Hc = (X[s : s + rows].to(torch.float64) - center).to(gdt)  # centre before rounding
-            out = scratch[: Hc.shape[0] * K].view(Hc.shape[0], K)
-            torch.argmax(torch.addmm(cls_off, Hc, Wt, out=out), 1, out=pred[0, s : s + rows])  # w_k.h + b_k
-            torch.argmin(torch.addmm(ncc_off, Hc, Mt2, out=out), 1, out=pred[1, s : s + rows])  # |h - mu_k|^2 - |h - c|^2
+        chunk = max(rows, self.CENTRE_ELEMENTS // self.dim // rows * rows)
+        for c0 in range(0, B, chunk):  # centred in chunks of whole blocks: fewer, larger operations
+            Hc = (X[c0 : c0 + chunk].to(torch.float64) - center).to(gdt)  # centre before rounding
+            for s in range(0, Hc.shape[0], rows):  # blocks bound memory and keep the logits in cache
+                Hb, p = Hc[s : s + rows], pred[:, c0 + s : c0 + s + rows]
+                out = scratch[: Hb.shape[0] * K].view(Hb.shape[0], K)
+                torch.argmax(torch.addmm(cls_off, Hb, Wt, out=out), 1, out=p[0])  # w_k.h + b_k
+                torch.argmin(torch.addmm(ncc_off, Hb, Mt2, out=out), 1, out=p[1])  # |h - mu_k|^2 - |h - c|^2
         # the counts once per batch (few small operations per block: they fight other processes)
         tally[0] += (pred[0] != pred[1]).sum()
         tally[1] += B
