@@ -37,8 +37,9 @@ def _setup(seed=24):
     return K, X, y, W, b, stats
 
 
-def test_nc4_counts_are_unchanged_by_blocks_and_equal_a_direct_count():
+def test_nc4_counts_are_unchanged_by_blocks_and_equal_a_direct_count(monkeypatch):
     K, X, y, W, b, stats = _setup()
+    monkeypatch.setattr(NC4Counter, "MIN_BLOCK_ROWS", 1)  # blocks of 1 and 7 rows, a short last one
     means = stats.class_means
     pred = (X @ W.T + b).argmax(1)
     ncc = torch.cdist(X - means.mean(0), means - means.mean(0)).argmin(1)
@@ -48,7 +49,8 @@ def test_nc4_counts_are_unchanged_by_blocks_and_equal_a_direct_count():
     for block_rows in (None, 1, 7):
         c = NC4Counter(means, W, b)
         if block_rows is not None:
-            c.BLOCK_ELEMENTS = block_rows * K  # many blocks
+            monkeypatch.setattr(NC4Counter, "BLOCK_ELEMENTS", block_rows * K)  # many blocks
+        assert NC4Counter.block_rows(K) == (block_rows or NC4Counter.block_rows(K))
         for xb, yb in zip(X.split(50), y.split(50)):
             c.update(xb, yb)
         assert (c.mismatches, c.total, c.labelled) == (want, len(y), len(y))

@@ -138,8 +138,8 @@ def test_reference_block_with_late_classes_outliers_and_a_large_offset_is_exact(
 def test_tile_follows_available_memory_and_results_do_not_depend_on_it(monkeypatch):
     assert resources.available_memory("cpu") is None or resources.available_memory("cpu") > 0
     assert resources.auto_tile(10, "cpu") <= 10
-    monkeypatch.setattr(resources, "available_memory", lambda device="cpu": 32 * 800**2 * 8)
-    assert resources.auto_tile(10**6, "cpu") == 800  # sqrt(fraction * avail / (4 temporaries * 8 bytes))
+    monkeypatch.setattr(resources, "available_memory", lambda device="cpu": 32 * 300**2 * 8)
+    assert resources.auto_tile(10**6, "cpu") == 300  # sqrt(fraction * avail / (4 temporaries * 8 bytes))
     monkeypatch.setattr(resources, "available_memory", lambda device="cpu": None)
     assert resources.auto_tile(10**6, "cpu") == resources.MAX_TILE["cpu"]
     X, y, W = _data(40, 5, seed=2)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from nclab.geometry import DEFAULT_TILE, equinorm_error
-from nclab.metrics.pairwise import pairwise_summaries
+from nclab.metrics.pairwise import pairwise_summaries, upper_blocks
 from nclab.metrics.resources import single_thread
 
 __all__ = [
@@ -94,7 +94,9 @@ def nc1_and_rank(centred_means, sigma_w, rtol: float | None = None, *, gram=None
       ``z`` (``weights``: the counts for a count-weighted global mean; ones by default) is removed
       exactly by a Householder reflection, leaving the (K-1)-row B with ``Mc Mc^T = Q^T [0, 0;
       0, B B^T] Q``; a Cholesky factor of ``H = B B^T`` gives ``T = H^{-1} B`` and
-      ``nc1 = sum_k t_k^T Sigma_W t_k`` (rank K-1).  When K > d the d x d ``S = Mc^T Mc`` is
+      ``nc1 = sum_k t_k^T Sigma_W t_k = <Sigma_W, T^T T>`` (rank K-1), summed over the blocks of
+      T^T T on and above its diagonal (:func:`nclab.metrics.pairwise.upper_blocks`; about K d^2
+      multiplications instead of the 2 K d^2 of ``T Sigma_W``, the same products).  When K > d the d x d ``S = Mc^T Mc`` is
       factored instead: ``nc1 = Tr(L^{-1} Sigma_W L^{-T})`` (rank d).  It is taken only when
       LAPACK's condition estimate puts every eigenvalue at least 1e4 times above the cut-off, so
       the cut-off keeps all of them and the result is the pseudo-inverse formula's.
@@ -138,13 +140,16 @@ def _nc1_cholesky(Mc, sigma_w, rtol, gram, weights):
         v = z.clone()
         v[0] += 1.0 if float(z[0]) >= 0 else -1.0  # Householder vector: Q z = -+e_1
         c = 2.0 / float(v @ v)
-        B = (Mc - (c * v)[:, None] * (v @ Mc)[None, :])[1:]
+        B = torch.addr(Mc, v, v @ Mc, alpha=-c)[1:]  # Q Mc without its first (null) row
         if gram is None:
             H = B @ B.T
         else:  # Q G Q from the Gram the caller has: O(K^2)
             G = _f64(gram)
             u = G @ v
-            H = (G - c * torch.outer(v, u) - c * torch.outer(u, v) + (c * c * float(v @ u)) * torch.outer(v, v))[1:, 1:]
+            # (Q G Q)[1:, 1:] = G' - c v' u'^T - c u' v'^T + c^2 (v.u) v' v'^T  (' drops row 0)
+            #                 = G' - c v' w^T - c w v'^T,  w = u' - (c/2)(v.u) v': two rank-1 updates
+            w = u[1:] - (0.5 * c * float(v @ u)) * v[1:]
+            H = G[1:, 1:].clone().addr_(v[1:], w, alpha=-c).addr_(w, v[1:], alpha=-c)
         rank = K - 1
     else:
         B = None
@@ -161,8 +166,14 @@ def _nc1_cholesky(Mc, sigma_w, rtol, gram, weights):
         return None
     if B is not None:
         T = torch.cholesky_solve(B, L)  # H^{-1} B, (K-1) x d
-    else:
-        T = torch.linalg.solve_triangular(L, torch.eye(d, dtype=torch.float64), upper=False)  # L^{-1}
+        # sum_k t_k^T Sigma_W t_k = <Sigma_W, T^T T> (Sigma_W symmetric): the same products summed
+        # in another order, from the blocks of T^T T on and above its diagonal (about K d^2
+        # multiplications, half of T Sigma_W's)
+        q = 0.0
+        for I, J, P in upper_blocks(T.T):
+            q += (1.0 if I == J else 2.0) * float(torch.vdot(P.reshape(-1), sigma_w[I, J].reshape(-1)))
+        return max(q, 0.0), rank  # >= 0 (Sigma_W PSD; clamp rounding)
+    T = torch.linalg.solve_triangular(L, torch.eye(d, dtype=torch.float64), upper=False)  # L^{-1}
     q = ((T @ sigma_w) * T).sum(1).clamp_min(0.0)  # t^T Sigma_W t >= 0 (PSD; clamp rounding)
     return float(q.sum()), rank
 
@@ -243,7 +254,10 @@ def nc3(W, centred_means) -> float:
     Parameters: W (K, d) classifier; centred_means (K, d)."""
     W, Mc = _f64(W), _f64(centred_means)
     wn, mn = float(W.norm()), float(Mc.norm())
-    return float(((W / wn - Mc / mn) ** 2).sum()) if wn > 0 and mn > 0 else float("nan")
+    if not (wn > 0 and mn > 0):
+        return float("nan")
+    # W/|W| - Mc/|Mc| = (W - (|W|/|Mc|) Mc) / |W|: one fused pass and one temporary
+    return (float(torch.linalg.vector_norm(torch.sub(W, Mc, alpha=wn / mn))) / wn) ** 2
 
 
 def nc3_duality_gram(W, centred_means, *, tile: int | None = DEFAULT_TILE) -> float:

@@ -23,14 +23,18 @@ import torch
 
 __all__ = ["available_memory", "auto_tile", "single_thread", "MAX_TILE"]
 
-#: The largest auto tile per device type: on the CPU larger tiles only leave the caches (the
-#: elementwise work per tile is memory-bound); on a GPU larger tiles amortise kernel launches.
-MAX_TILE = {"cpu": 2048, "cuda": 8192}
+#: The largest auto tile per device type.  On the CPU a 512 x 512 float64 tile (2 MiB) stays in
+#: the caches, so the elementwise work after each Gram product is nearly free next to the product;
+#: measured on 2 cores, K = 10,000, d = 256, the means' pass (cdnv, angles) 0.37-0.40 s with 512
+#: rows, 0.43 s with 1024, 0.6-1.9 s with 2048 (the bare half Gram 0.27 s).  On a GPU larger
+#: tiles amortise kernel launches.
+MAX_TILE = {"cpu": 512, "cuda": 8192}
 
 #: Fraction of the available memory the tile's temporaries may take.
 MEMORY_FRACTION = 0.125
 
-#: Tile-sized float64 temporaries of the pairwise kernel alive at once (Gram, distances, cosines).
+#: Tile-sized float64 temporaries of the pairwise kernel alive at once (the Gram tile and one
+#: reused buffer, with margin).
 TILE_TEMPORARIES = 4
 
 

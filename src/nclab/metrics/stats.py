@@ -141,7 +141,7 @@ class NCStats:
     def _folded(self, name: str):
         if self._block is not None:
             block, self._block = self._block, None
-            self._merge_state(*block.statistics())
+            self._merge_state(*block.statistics(), owned=True)
         return getattr(self, name)
 
     @property
@@ -213,13 +213,19 @@ class NCStats:
         self._synced = synced
         return self
 
-    def _merge_state(self, nb, mb, m2b, scatter_b=None):
+    def _merge_state(self, nb, mb, m2b, scatter_b=None, *, owned: bool = False):
         """Chan et al.'s exact pairwise merge of (nb, mb, m2b, scatter_b) into self, float64.
 
         Returns the merge weights w_k = n_a n_b / n and offsets delta_k = mean_b - mean_a.  With
         ``scatter_b=None`` the scatter is left to the caller (``update`` folds
-        ``scatter_b + sum_k w_k delta_k delta_k^T`` into its own product)."""
+        ``scatter_b + sum_k w_k delta_k delta_k^T`` into its own product).  ``owned``: scatter_b
+        is a temporary of the caller, so the sum is formed in it (no d x d allocation); into an empty
+        state such statistics (zero rows for absent classes) are taken as they are, which is what
+        the merge gives then (0 + x = x, w = 0)."""
         na = self.counts
+        if owned and scatter_b is not None and not bool((na > 0).any()):
+            self.counts, self.means, self.m2, self.scatter = nb.clone(), mb, m2b, scatter_b
+            return torch.zeros_like(nb), mb
         n = na + nb
         w = torch.where(n > 0, na * nb / n.clamp_min(1.0), torch.zeros_like(n))
         delta = mb - self.means
@@ -227,7 +233,7 @@ class NCStats:
         self.means = self.means + delta * frac[:, None]
         self.m2 = self.m2 + m2b + w * (delta * delta).sum(1)
         if scatter_b is not None:
-            self.scatter = self.scatter + scatter_b
+            self.scatter = scatter_b.add_(self.scatter) if owned else self.scatter + scatter_b
             if bool((w > 0).any()):
                 self.scatter += delta.T @ (w[:, None] * delta)
         self.counts = n
