@@ -133,3 +133,42 @@ def test_memory_layout_gives_the_dense_compact_formula(dtype):
             mem.refresh()
             assert mem.direction(grad.to(dtype), out)
             torch.testing.assert_close(out.double(), want, **tol)
+
+
+class _Isotropic:
+    """f(x) = a/2 |x - c|^2 on R^4: steepest descent with t = 1/a lands on c in one step."""
+
+    def __init__(self, a):
+        from nclab.manifolds import Euclidean, Product
+
+        self.a, self.manifold = a, Product(Euclidean((4,)))
+        self.c = torch.arange(1.0, 5.0, dtype=torch.float64)
+        self.evals = 0
+
+    def cost_and_egrad(self, x):
+        self.evals += 1
+        r = x[0] - self.c
+        return 0.5 * self.a * float(r @ r), (self.a * r,)
+
+    def cost(self, x):
+        return self.cost_and_egrad(x)[0]
+
+    def egrad(self, x):
+        return self.cost_and_egrad(x)[1]
+
+
+def test_initial_step_is_the_first_trial_and_the_scale_is_left_in_the_log():
+    from nclab.ufm.optim import lbfgs
+
+    prob = _Isotropic(a=250.0)
+    x0 = (torch.zeros(4, dtype=torch.float64),)
+    x, log = lbfgs(prob, x0, initial_step=1 / 250.0, gtol_abs=1e-12, metrics_every=-1)
+    assert log.n_iter == 1 and prob.evals == 2  # the start, then the exact minimiser at once
+    assert torch.allclose(x[0], prob.c, rtol=0, atol=1e-12)
+    default = _Isotropic(a=250.0)
+    _, log_default = lbfgs(default, x0, gtol_abs=1e-12, metrics_every=-1)
+    assert default.evals > 2  # the unit-length first step overshoots and is cut back
+    # s^T y / y^T y of a pair on f = a/2 |x|^2 is 1/a exactly
+    assert log_default.state["inverse_hessian_scale"] == pytest.approx(1 / 250.0, rel=1e-12)
+    with pytest.raises(ValueError, match="initial_step"):
+        lbfgs(prob, x0, initial_step=-1.0)

@@ -50,6 +50,16 @@ def test_mixed_reaches_the_closed_form(loss, opts, solver):
     assert its == sorted(its)
 
 
+def test_float64_lbfgs_starts_with_the_float32_memory_scale():
+    p = make_problem("ce", K=6, n=5, d=6, lw=1e-3, lh=1e-3)
+    x, log = mixed_precision(lbfgs, p, p.random_start(0), metrics_every=-1)
+    gamma = log.options["initial_step"]  # the float64 phase's options
+    assert gamma > 0 and log.converged
+    # the scale is s^T y / y^T y of a float32 pair: within the range of the float64 curvature
+    # along that step, i.e. of the same order as the float64 phase's own final scale
+    assert 0.1 < gamma / log.state["inverse_hessian_scale"] < 10
+
+
 def test_twin_is_the_same_problem_in_float32():
     p = make_problem("ce", K=4, n=3, d=5, lw=2e-3, lh=3e-3, lb=1e-3, class_sizes=[3, 5, 2, 4])
     low = low_precision_twin(p)

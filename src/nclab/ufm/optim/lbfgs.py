@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.linalg.lapack import dtrtrs
 
-from nclab._validation import check_choice, check_int
+from nclab._validation import check_choice, check_int, check_real
 from nclab.ufm.optim.line_search import _first_step, line_search_from_options
 from nclab.ufm.optim.space import _Space, _dot
 from nclab.ufm.optim.stopping import _options, _start
@@ -97,6 +97,16 @@ class _LBFGSMemory:
         from 0, so every row before holds a pair written once, kept or not; the rows after it have
         never been written and are never read)."""
         return 2 * (max(self.order) + 1) if self.order else 0
+
+    def scale(self) -> float | None:
+        """``s^T y / y^T y`` of the newest pair (the scalar initial inverse Hessian a restart
+        would use); None when the memory is empty or that pair has no positive curvature."""
+        if not self.order:
+            return None
+        slot = self.order[-1]
+        s, y = self.s_row(slot), self.y_row(slot)
+        sy, yy = float(torch.dot(s, y)), float(torch.dot(y, y))
+        return sy / yy if sy > 0 and yy > 0 else None
 
     def clear(self) -> None:
         self.order.clear()
@@ -289,7 +299,10 @@ def lbfgs(problem, x0, **options):
 
     Options (besides the common ones, see the module docstring):
         memory=5, scaling="auto" | "block" | "scalar", transport="lazy" | "full",
-        line_search="wolfe" | "armijo", c1=1e-4, c2=0.9, max_iter=5000.
+        line_search="wolfe" | "armijo", c1=1e-4, c2=0.9, max_iter=5000,
+        initial_step=None (the first trial step t along -grad f, x -> x - t grad f; None:
+        min(1, |f|/|grad f|)/|grad f|.  A continuation passes the previous run's
+        ``log.state["inverse_hessian_scale"]``, the step its memory would have taken).
     (memory 3 to 10 need the same number of iterations on the nclab problems; each extra pair adds
     its two rows to every product with the memory: two per iteration on flat problems, three on
     manifolds, each a read of vectors of the problem's size.)
@@ -297,10 +310,12 @@ def lbfgs(problem, x0, **options):
     Returns (x, SolverLog)."""
     o = _options(
         "lbfgs",
-        dict(memory=5, scaling="auto", transport="lazy", line_search="wolfe", c1=1e-4, c2=0.9, max_iter=5000),
+        dict(memory=5, scaling="auto", transport="lazy", line_search="wolfe", c1=1e-4, c2=0.9, max_iter=5000,
+             initial_step=None),
         options,
     )
     memory = check_int("memory", o["memory"], minimum=1)
+    initial_step = None if o["initial_step"] is None else check_real("initial_step", o["initial_step"], positive=True)
     check_choice("scaling", o["scaling"], ("auto", "block", "scalar"))
     check_choice("transport", o["transport"], ("lazy", "full"))
     line_search = line_search_from_options(o)
@@ -311,6 +326,14 @@ def lbfgs(problem, x0, **options):
         return mon.finish(it, p, reason)
     scaling = o["scaling"] if o["scaling"] != "auto" else ("scalar" if sp.flat else "block")
     mem = _LBFGSMemory(memory, sp.offsets, sp.dtype, sp.device, scaling)
+
+    def finish(it, p, reason):
+        x, log = mon.finish(it, p, reason)
+        gamma = mem.scale()
+        if gamma is not None:
+            log.state["inverse_hessian_scale"] = gamma
+        return x, log
+
     full_transport = o["transport"] == "full"
     d = torch.empty_like(p.g)
     t_prev_sd = 1.0 / max(p.gn, 1e-300)
@@ -327,7 +350,7 @@ def lbfgs(problem, x0, **options):
             mem.clear()
             torch.neg(p.g, out=d)
             slope = -p.gn * p.gn
-            t0 = t_prev_sd if it > 1 else _first_step(p)
+            t0 = t_prev_sd if it > 1 else (initial_step if initial_step is not None else _first_step(p))
         q, t, ok = line_search.search(sp, p, d, slope, t0)
         if not ok and len(mem):  # retry along the steepest descent direction
             mem.clear()
@@ -336,7 +359,7 @@ def lbfgs(problem, x0, **options):
             q, t, ok = line_search.search(sp, p, d, slope, _first_step(p))
         if not ok:
             mon.record(it - 1, p, force=True)
-            return mon.finish(it - 1, p, "line search failed (no decrease)")
+            return finish(it - 1, p, "line search failed (no decrease)")
         if len(mem) == 0:
             t_prev_sd = t
         # new pair (s, y), written straight into the memory buffer
@@ -367,4 +390,4 @@ def lbfgs(problem, x0, **options):
         mon.record(it, p)
         reason = mon.check(it, p, f_prev)
         if reason:
-            return mon.finish(it, p, reason)
+            return finish(it, p, reason)

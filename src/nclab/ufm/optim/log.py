@@ -47,6 +47,7 @@ class SolverLog:
     n_cost, n_grad, n_hess : evaluations of the cost, the gradient and Hessian-vector products.
     seconds : total solver time (metric/callback time excluded).
     options : the options the solver ran with.
+    state : what a continuation may reuse (L-BFGS: ``inverse_hessian_scale``); not serialised.
     """
 
     solver: str
@@ -58,6 +59,9 @@ class SolverLog:
     n_hess: int = 0
     seconds: float = 0.0
     options: dict = field(default_factory=dict)
+    #: What a continuation of the run may reuse (not serialised): L-BFGS leaves
+    #: ``inverse_hessian_scale``, s^T y / y^T y of its newest pair (its next first step).
+    state: dict = field(default_factory=dict)
 
     @property
     def n_iter(self) -> int:

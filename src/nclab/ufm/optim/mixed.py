@@ -137,6 +137,9 @@ def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol
         high_opts["max_time"] = max(max_time - (time.perf_counter() - start), 1e-9)
     if callback is not None:
         high_opts["callback"] = lambda it, x, f, g: callback(it + n_low, x, f, g)
+    gamma = log_low.state.get("inverse_hessian_scale")
+    if gamma is not None and getattr(solver, "__name__", "") == "lbfgs" and "initial_step" not in options:
+        high_opts["initial_step"] = gamma  # float64 L-BFGS starts with the float32 memory's step scale
     x, log_high = solver(problem, x_mid, **high_opts)
     return x, _merge(log_low, log_high, finite, guard)
 
@@ -217,4 +220,5 @@ def _merge(low: SolverLog, high: SolverLog, low_finite: bool, guard: _Float64Gua
         n_hess=low.n_hess + high.n_hess,
         seconds=t_low + high.seconds,
         options={**high.options, "precision": "mixed", "phases": phases},
+        state=dict(high.state),
     )
