@@ -164,18 +164,14 @@ class ReferenceBlock:
     def statistics(self):
         """(n, mean, m2, scatter) of the block, float64 (rows of absent classes: n = 0, mean 0)."""
         d = self.s.shape[1]
-        if bool((self.n > 0).all()):  # the usual case: no row selection, no copies
-            n, s = self.n, self.s
-            self.gram.add(torch.div(s, n.sqrt()[:, None]).to(self.dtype), -1.0)
-            mean = self.ref.to(torch.float64, copy=True).addcdiv_(s, n[:, None])  # rho_k + s_k / n_k
-            m2 = (self.q - (s * s).sum(1) / n).clamp_min(0.0)
-            return self.n, mean, m2, self.gram.value(d, self.n.device)
-        present = torch.nonzero(self.n > 0).squeeze(1)
-        n = self.n.index_select(0, present)
-        s = self.s.index_select(0, present)
-        self.gram.add((s / n.sqrt()[:, None]).to(self.dtype), -1.0)
-        mean = torch.zeros_like(self.s)
-        mean[present] = self.ref.index_select(0, present).to(torch.float64) + s / n[:, None]
-        m2 = torch.zeros_like(self.n)
-        m2[present] = (self.q.index_select(0, present) - (s * s).sum(1) / n).clamp_min(0.0)
+        # the usual case, every class present: no row selection and no copies
+        present = None if bool((self.n > 0).all()) else torch.nonzero(self.n > 0).squeeze(1)
+        rows = (lambda t: t) if present is None else (lambda t: t.index_select(0, present))
+        n, s = rows(self.n), rows(self.s)
+        self.gram.add(torch.div(s, n.sqrt()[:, None]).to(self.dtype), -1.0)
+        mean = rows(self.ref).to(torch.float64, copy=True).addcdiv_(s, n[:, None])  # rho_k + s_k / n_k
+        m2 = (rows(self.q) - (s * s).sum(1) / n).clamp_min(0.0)
+        if present is not None:  # absent classes: mean 0, m2 0
+            mean = torch.zeros_like(self.s).index_copy_(0, present, mean)
+            m2 = torch.zeros_like(self.n).index_copy_(0, present, m2)
         return self.n, mean, m2, self.gram.value(d, self.n.device)
