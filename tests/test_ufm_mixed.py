@@ -102,6 +102,17 @@ def test_caps_and_callback_run_through_both_phases():
     assert full.converged and full.options["phases"][0]["iterations"] > 0
 
 
+def test_a_callback_stop_in_the_float32_phase_ends_the_whole_run():
+    p = make_problem("ce", K=5, n=6, d=5, lw=5e-3, lh=5e-3)
+    calls = []
+    x, log = mixed_precision(lbfgs, p, p.random_start(0), metrics_every=-1,
+                             callback=lambda it, x, f, g: calls.append(it) or it >= 3)
+    assert log.stop_reason == "callback" and not log.converged
+    assert log.n_iter == 3 and calls == [0, 1, 2, 3]  # not called again by the float64 phase
+    assert all(t.dtype == torch.float64 for t in x)
+    assert log.options["phases"][1]["iterations"] == 0
+
+
 def test_a_diverged_float32_phase_leaves_the_float64_phase_the_start():
     p = make_problem("ce", K=4, n=5, d=4, lw=5e-3, lh=5e-3)
     x0 = p.random_start(2)

@@ -104,8 +104,8 @@ def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol
                          "build it in float64 (dtype='float64')")
     if getattr(solver, "__name__", "") in SECOND_ORDER:
         raise ValueError("mixed precision is for first-order solvers (lbfgs, rcg, rgd, gd): the trust region's "
-                         "truncated CG needs float64 Hessian-vector products (in float32 its inner solves took "
-                         "13x more of them on the normalized UFM); run rtr in float64")
+                         "truncated CG needs float64 Hessian-vector products (in float32 its inner solves take "
+                         "many times more of them); run rtr in float64")
     low = low_problem if low_problem is not None else low_precision_twin(problem)
     if getattr(low, "dtype", None) != torch.float32:
         raise ValueError(f"low_problem must be float32, got {getattr(low, 'dtype', None)}")
@@ -133,15 +133,21 @@ def mixed_precision(solver: Callable, problem, x0, *, low_problem=None, low_gtol
     high_opts = dict(options)
     if max_iter is not None:
         high_opts["max_iter"] = max(int(max_iter) - n_low, 0)
+    if guard.user_stopped:  # the float64 phase only evaluates the point it is handed
+        high_opts["max_iter"] = 0
+        high_opts.pop("callback", None)
     if math.isfinite(max_time):
         high_opts["max_time"] = max(max_time - (time.perf_counter() - start), 1e-9)
-    if callback is not None:
+    if callback is not None and not guard.user_stopped:
         high_opts["callback"] = lambda it, x, f, g: callback(it + n_low, x, f, g)
     gamma = log_low.state.get("inverse_hessian_scale")
     if gamma is not None and getattr(solver, "__name__", "") == "lbfgs" and "initial_step" not in options:
         high_opts["initial_step"] = gamma  # float64 L-BFGS starts with the float32 memory's step scale
     x, log_high = solver(problem, x_mid, **high_opts)
-    return x, _merge(log_low, log_high, finite, guard)
+    log = _merge(log_low, log_high, finite, guard)
+    if guard.user_stopped:
+        log.stop_reason, log.converged = "callback", False
+    return x, log
 
 
 #: The float32 phase's stop reason when its float64 check found no decrease.
@@ -156,7 +162,7 @@ class _Float64Guard:
     def __init__(self, problem, every: int, user_callback=None):
         self.problem, self.every, self.user_callback = problem, every, user_callback
         self.best_f, self.best_x, self.prev = math.inf, None, math.inf
-        self.seconds, self.evals, self.stopped = 0.0, 0, False
+        self.seconds, self.evals, self.stopped, self.user_stopped = 0.0, 0, False, False
 
     def value(self, x64) -> float:
         t = time.perf_counter()
@@ -166,9 +172,11 @@ class _Float64Guard:
         return f
 
     def __call__(self, it, x, f, g) -> bool:
-        stop = bool(self.user_callback(it, x, f, g)) if self.user_callback is not None else False
+        if self.user_callback is not None and self.user_callback(it, x, f, g) is True:
+            self.user_stopped = True  # the caller ends the whole run, not just this phase
+            return True
         if it == 0 or it % self.every:
-            return stop
+            return False
         t = time.perf_counter()
         x64 = _onto_manifold(self.problem, x)
         self.seconds += time.perf_counter() - t
@@ -180,7 +188,7 @@ class _Float64Guard:
             self.stopped = True
             return True
         self.prev = f64
-        return stop
+        return False
 
 
 def _onto_manifold(problem, x):
