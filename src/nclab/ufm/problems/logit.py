@@ -176,7 +176,7 @@ class _LogitProblem(UFMProblem):
         Z = torch.empty(self.K, self.N, dtype=H.dtype, device=H.device).T
         if b is not None:
             return torch.addmm(b, H, W.T, alpha=self._scale, out=Z)
-        return torch.mm(H, W.T, out=Z).mul_(self._scale) if self._scale != 1.0 else torch.mm(H, W.T, out=Z)
+        return _scaled_mm(H, W.T, self._scale, None, 0.0, out=Z)
 
     def _compute(self, x) -> dict:
         W, H = x[0], x[1]

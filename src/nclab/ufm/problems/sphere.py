@@ -60,7 +60,7 @@ class SphereProblem(UFMProblem):
         Z = torch.mm(X, X.T).mul_(self.tau)
         rows = self._rows
         ce, P, pivot = stable_cross_entropy(Z, rows, rows)  # row i's label is i
-        cost = float(ce.sum()) / self.n_points
+        cost = float(ce.sum(dtype=torch.float64)) / self.n_points  # float64 sum, as the logit problems
         G = ce_label_gradient(P.clone(), rows, rows, 1.0 / self.n_points)
         return {"cost": cost, "P": P, "pivot": pivot, "G": G, "Gs": G + G.T}
 
