@@ -380,6 +380,7 @@ def main() -> None:
     ap.add_argument("--cases", default="ABDPC", help="which cases to run (letters of A, B, C, D, P)")
     ap.add_argument("--large-size", type=int, nargs=3, default=[1000, 5, 1000], metavar=("K", "n", "d"),
                     help="K n d of case C")
+    ap.add_argument("--large-start", type=int, default=0, help="case C's start: random_start(seed)")
     ap.add_argument("--device", default="cpu", help="case C's device: cpu | cuda | cuda:N")
     ap.add_argument("--dtype", nargs="+", default=["float64", "mixed"], choices=["float64", "float32", "mixed"],
                     help="case C's precisions, one run each (mixed: float32, then float64 to the target)")
@@ -493,17 +494,17 @@ def main() -> None:
                               dtype="float64" if prec == "mixed" else prec,
                               memory_limit=math.inf if args.device != "cpu" else None)
             assert pc.beta < 1 / pc.K
-            x0 = pc.random_start(0)
+            x0 = pc.random_start(args.large_start)
             target = TARGET if pc.dtype == torch.float64 else 1e-5  # float32 cannot resolve a 1e-8 gap
             load0 = _load()
-            console.print(f"C: {args.large_solver} in {prec} from random_start(0) (load {load0}) ...")
+            console.print(f"C: {args.large_solver} in {prec} from random_start({args.large_start}) (load {load0}) ...")
             r = run_to_target(pc, args.large_solver, x0, args.large_cap, target=target, mixed=prec == "mixed")
             r.update(target=target, load=[load0, _load()])
             runs.append(r)
         nvar = sum(t.numel() for t in x0)
         where = f"{threads} threads" if pc.device.type == "cpu" else str(pc.device)
         t = Table(title=f"C. CE UFM K={K} n={n} d={d} lw=lh=1e-4 ({nvar:,} variables, beta={pc.beta:.2e} < 1/K), "
-                        f"f*={pc.optimum:.12f}; {args.large_solver} from random_start(0) to the gap "
+                        f"f*={pc.optimum:.12f}; {args.large_solver} from random_start({args.large_start}) to the gap "
                         f"{runs[0]['target']:g}, {where}; load {runs[0]['load'][0]} -> {runs[-1]['load'][1]}")
         for col in ("dtype", "seconds", "iters", "evals c/g/h", "s/eval", "rel. gap", "speed-up"):
             t.add_column(col, justify="right")

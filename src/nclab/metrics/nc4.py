@@ -43,7 +43,8 @@ class NC4Counter:
     multiply-add per block: ``(W c + b) + (h - c) W^T`` and ``|mu_k - c|^2 - 2 (h - c) (mu_k - c)^T``,
     written into one reused buffer of :data:`BLOCK_ELEMENTS` logits (4 MiB of float32), so the
     argmax reads them from the cache: the pass costs about its two GEMMs (N d 2K multiplications;
-    K = 10,000, d = 256, N = 100,000 on 2 cores: 6.4 s against 5.7 s for the bare products).
+    K = 10,000, d = 256, N = 100,000 on 2 cores: 7.1 s against 6.4 s for the bare products in
+    ``benchmarks/metrics_results.txt``).
     Classes without a sample (zero rows of ``class_means`` when ``counts`` is given) are excluded
     from the nearest-mean rule.  Labels, when given, also yield both accuracies.
 
